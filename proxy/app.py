@@ -1,0 +1,174 @@
+"""The aiohttp application: routes, middlewares (request context, auth, errors) and lifecycle."""
+
+from __future__ import annotations
+
+import hmac
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from proxy.config import Runtime
+from proxy.errors import (
+    AuthenticationFailed,
+    BodyTooLarge,
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    ProxyError,
+)
+from proxy.handler import chat_completions
+from proxy.record import RequestRecord, log_request
+from proxy.shadow import ShadowSender
+from proxy.state import RECORD, STATE, ProxyState
+from proxy.upstream import Upstreams
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# A client's request id is echoed only if it is short and printable (it goes into headers and logs).
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
+logger = structlog.get_logger("tuned_proxy.app")
+
+
+def request_id_for(request: web.Request) -> str:
+    given = request.headers.get("x-request-id", "")
+    return given if _SAFE_REQUEST_ID.match(given) else f"req_{uuid.uuid4().hex}"
+
+
+def error_response(exc: ProxyError, request_id: str) -> web.Response:
+    return web.json_response(
+        exc.body(), status=exc.status, headers={**exc.headers(), "x-request-id": request_id}
+    )
+
+
+def _as_proxy_error(exc: web.HTTPException) -> ProxyError:
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return BodyTooLarge("The request body is too large.")
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        return MethodNotAllowed(f"Method {exc.method} is not allowed on this path.")
+    if isinstance(exc, web.HTTPNotFound):
+        return NotFound("Unknown path. The proxy serves POST /v1/chat/completions.")
+    return InternalError(exc.reason)
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give every request an id and a record, turn every failure into an OpenAI error body,
+    and write the request's log line at the end."""
+    record = RequestRecord(request_id=request_id_for(request), path=request.path)
+    request[RECORD] = record
+    structlog.contextvars.bind_contextvars(request_id=record.request_id)
+    try:
+        response = await handler(request)
+    except ProxyError as exc:
+        response = error_response(exc, record.request_id)
+        record.error = exc.message
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = error_response(_as_proxy_error(exc), record.request_id)
+    except Exception as exc:
+        logger.exception("unhandled error", path=request.path)
+        response = error_response(
+            InternalError(f"Internal error in the proxy ({type(exc).__name__})."),
+            record.request_id,
+        )
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+    if not response.prepared:
+        response.headers["x-request-id"] = record.request_id
+        record.status = response.status
+    if request.path not in PUBLIC_PATHS:
+        log_request(record)
+    return response
+
+
+def key_matches(presented: str, keys: tuple[str, ...]) -> bool:
+    """Constant-time comparison against every configured key (no early exit)."""
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(presented.encode(), key.encode())
+    return matched
+
+
+def presented_key(request: web.Request) -> str:
+    authorization = request.headers.get("Authorization", "")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return request.headers.get("api-key", "").strip()
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Client keys are checked before routing, so an unknown model without a key is a 401."""
+    if request.path not in PUBLIC_PATHS:
+        keys = request.app[STATE].runtime.client_keys()
+        if keys:
+            key = presented_key(request)
+            if not key:
+                raise AuthenticationFailed(
+                    "Missing API key: send it as 'Authorization: Bearer KEY' or 'api-key: KEY'."
+                )
+            if not key_matches(key, keys):
+                raise AuthenticationFailed("Incorrect API key provided.")
+    return await handler(request)
+
+
+async def list_models(request: web.Request) -> web.Response:
+    runtime = request.app[STATE].runtime
+    data = [
+        {"id": name, "object": "model", "created": 0, "owned_by": "tuned-proxy"}
+        for name in runtime.routes
+    ]
+    return web.json_response({"object": "list", "data": data})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    if request.app[STATE].draining:
+        return web.json_response({"status": "draining"}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+def add_routes(app: web.Application) -> None:
+    chat_paths = (
+        "/v1/chat/completions",
+        "/chat/completions",
+        "/openai/v1/chat/completions",
+        "/openai/deployments/{deployment}/chat/completions",
+        "/openai/v1/deployments/{deployment}/chat/completions",
+    )
+    for path in chat_paths:
+        app.router.add_post(path, chat_completions)
+    for path in ("/v1/models", "/models", "/openai/models", "/openai/v1/models"):
+        app.router.add_get(path, list_models)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+
+
+def build_app(runtime: Runtime, upstreams: Upstreams | None = None) -> web.Application:
+    """The proxy app for a loaded config. It owns its upstream session unless one is given."""
+    app = web.Application(
+        middlewares=[request_context, authenticate],
+        client_max_size=runtime.config.server.max_body_bytes,
+    )
+    upstreams = upstreams or Upstreams()
+    shadows = ShadowSender(upstreams, runtime.config.server.shadow_max_in_flight)
+    state = ProxyState(runtime=runtime, upstreams=upstreams, shadows=shadows)
+    app[STATE] = state
+
+    async def upstream_session(app: web.Application) -> AsyncIterator[None]:
+        await upstreams.start()
+        yield
+        await shadows.close()
+        await upstreams.close()
+
+    app.cleanup_ctx.append(upstream_session)
+    add_routes(app)
+    return app

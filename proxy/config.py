@@ -1,0 +1,283 @@
+"""The config file: its shape (pydantic, strict) and the linked runtime view of it.
+
+Loading has two phases, and both run at start-up or reload, never per request:
+1. `parse_config`: the YAML's shape; unknown keys are errors.
+2. `link_config`: cross-references — routes name existing upstreams and policies, weights are ≥ 0
+   with a positive sum, policy files load — into a `Runtime` the request path reads directly.
+Every problem comes back at once as `file: field.path: message` lines (`ConfigError`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from proxy.errors import ConfigError, validation_messages
+from proxy.policy import PASSTHROUGH, Policy, load_policy
+from proxy.rewrite import RewriteResult, rewrite
+
+STICKY_PATTERN = re.compile(
+    r"^(header:[A-Za-z0-9!#$%&'*+.^_`|~-]+|body:(user|safety_identifier|prompt_cache_key))$"
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
+    shadow_max_in_flight: int = Field(32, ge=0, description="beyond it, shadow copies are dropped")
+
+
+class _UpstreamBase(_Strict):
+    timeout_s: float = Field(300.0, gt=0, description="deadline for the whole exchange")
+    connect_timeout_s: float = Field(10.0, gt=0)
+    idle_timeout_s: float = Field(
+        60.0, gt=0, description="longest wait for the next bytes (first byte included)"
+    )
+
+
+class OpenAIUpstream(_UpstreamBase):
+    kind: Literal["openai"]
+    base_url: str = "https://api.openai.com/v1"
+    api_key_env: str = "OPENAI_API_KEY"
+
+
+class AzureUpstream(_UpstreamBase):
+    kind: Literal["azure"]
+    base_url: str
+    api_key_env: str = "AZURE_OPENAI_API_KEY"
+    api_version: str | None = None
+
+
+class CompatibleUpstream(_UpstreamBase):
+    kind: Literal["compatible"]
+    base_url: str
+    api_key_env: str | None = None
+
+
+class MockUpstream(_UpstreamBase):
+    kind: Literal["mock"]
+
+
+UpstreamConfig = Annotated[
+    OpenAIUpstream | AzureUpstream | CompatibleUpstream | MockUpstream,
+    Field(discriminator="kind"),
+]
+
+
+class TargetConfig(_Strict):
+    """Where a request can go: an upstream, the model name there, and the policy to apply."""
+
+    name: str | None = None
+    upstream: str
+    model: str
+    policy: str | None = None
+
+
+class VariantConfig(TargetConfig):
+    name: str
+    weight: float = Field(1.0, ge=0)
+
+
+class ShadowConfig(TargetConfig):
+    sample: float = Field(1.0, ge=0, le=1)
+
+
+class RouteConfig(_Strict):
+    sticky: str | None = Field(None, pattern=STICKY_PATTERN.pattern)
+    allow_variant_override: bool = False
+    variants: list[VariantConfig] = Field(min_length=1)
+    fallback: list[TargetConfig] = []
+    shadow: ShadowConfig | None = None
+
+
+class ProxyConfig(_Strict):
+    server: ServerConfig = ServerConfig()
+    client_keys_env: str | None = None
+    policies_dir: str = "policies"
+    upstreams: dict[str, UpstreamConfig]
+    routes: dict[str, RouteConfig]
+
+
+# ----------------------------------------------------------------------------- linked view
+
+
+@dataclass(frozen=True)
+class Target:
+    """A resolved destination: everything the request path needs, no look-ups left."""
+
+    name: str
+    upstream_name: str
+    upstream: UpstreamConfig
+    model: str
+    policy: Policy
+    weight: float = 0.0
+    sample: float = 0.0
+
+    def prepare(self, body: dict[str, Any]) -> RewriteResult:
+        """The client's original body rewritten by this target's policy, for its model."""
+        result = rewrite(body, self.policy)
+        result.body["model"] = self.model
+        return result
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    variants: tuple[Target, ...]
+    sticky: str | None
+    allow_variant_override: bool
+    fallback: tuple[Target, ...] = ()
+    shadow: Target | None = None
+
+    def variant(self, name: str) -> Target | None:
+        return next((v for v in self.variants if v.name == name), None)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """One loaded config: what a request is served with from start to end (reload swaps it)."""
+
+    path: str
+    config: ProxyConfig
+    routes: dict[str, Route]
+    policies: dict[str, Policy] = field(default_factory=dict)
+
+    def client_keys(self) -> tuple[str, ...]:
+        if not self.config.client_keys_env:
+            return ()
+        raw = os.environ.get(self.config.client_keys_env, "")
+        return tuple(key.strip() for key in raw.split(",") if key.strip())
+
+
+def parse_config(path: Path) -> ProxyConfig:
+    """Phase 1: the file's shape."""
+    name = str(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError([f"{name}: cannot read: {exc.strerror or exc}"]) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{name}: invalid YAML: {exc}"]) from exc
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{name}: the config must be a mapping"])
+    try:
+        return ProxyConfig.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        raise ConfigError(validation_messages(name, exc)) from exc
+
+
+class _Linker:
+    """Phase 2: resolve names across the config, collecting every error before failing."""
+
+    def __init__(self, path: Path, config: ProxyConfig):
+        self.file = str(path)
+        self.config = config
+        self.policies_dir = (path.parent / config.policies_dir).resolve()
+        self.policies: dict[str, Policy] = {"passthrough": PASSTHROUGH}
+        self.errors: list[str] = []
+
+    def error(self, where: str, message: str) -> None:
+        self.errors.append(f"{self.file}: {where}: {message}")
+
+    def policy(self, name: str | None, where: str) -> Policy:
+        if name is None:
+            return PASSTHROUGH
+        if name in self.policies:
+            return self.policies[name]
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            self.error(where, f"invalid policy name {name!r}")
+            return PASSTHROUGH
+        policy_path = self.policies_dir / f"{name}.yaml"
+        if not policy_path.is_file():
+            self.error(where, f"policy {name!r} not found (no file {name}.yaml in policies_dir)")
+            return PASSTHROUGH
+        try:
+            self.policies[name] = load_policy(policy_path, name)
+        except ConfigError as exc:
+            self.errors.extend(exc.errors)
+            return PASSTHROUGH
+        return self.policies[name]
+
+    def target(self, spec: TargetConfig, where: str, default_name: str) -> Target:
+        upstream = self.config.upstreams.get(spec.upstream)
+        if upstream is None:
+            known = ", ".join(sorted(self.config.upstreams)) or "none"
+            self.error(f"{where}.upstream", f"unknown upstream {spec.upstream!r} (known: {known})")
+            upstream = MockUpstream(kind="mock")
+        return Target(
+            name=spec.name or default_name,
+            upstream_name=spec.upstream,
+            upstream=upstream,
+            model=spec.model,
+            policy=self.policy(spec.policy, f"{where}.policy"),
+            weight=spec.weight if isinstance(spec, VariantConfig) else 0.0,
+            sample=spec.sample if isinstance(spec, ShadowConfig) else 0.0,
+        )
+
+    def route(self, name: str, spec: RouteConfig) -> Route:
+        where = f"routes.{name}"
+        variants = tuple(
+            self.target(v, f"{where}.variants.{i}", v.name) for i, v in enumerate(spec.variants)
+        )
+        names = [v.name for v in variants]
+        for dup in sorted({n for n in names if names.count(n) > 1}):
+            self.error(f"{where}.variants", f"variant name {dup!r} is used twice")
+        if sum(v.weight for v in variants) <= 0:
+            self.error(f"{where}.variants", "weights must have a positive sum")
+        fallback = tuple(
+            self.target(t, f"{where}.fallback.{i}", f"fallback-{i + 1}")
+            for i, t in enumerate(spec.fallback)
+        )
+        shadow = None
+        if spec.shadow is not None:
+            shadow = self.target(spec.shadow, f"{where}.shadow", "shadow")
+        return Route(
+            name=name,
+            variants=variants,
+            sticky=spec.sticky,
+            allow_variant_override=spec.allow_variant_override,
+            fallback=fallback,
+            shadow=shadow,
+        )
+
+    def link(self) -> Runtime:
+        routes = {name: self.route(name, spec) for name, spec in self.config.routes.items()}
+        if not routes:
+            self.error("routes", "at least one route is needed")
+        if self.errors:
+            raise ConfigError(self.errors)
+        return Runtime(path=self.file, config=self.config, routes=routes, policies=self.policies)
+
+
+def link_config(path: Path, config: ProxyConfig) -> Runtime:
+    return _Linker(path, config).link()
+
+
+def load_config(path: Path) -> Runtime:
+    """Both phases: a `Runtime` ready to serve, or `ConfigError` with every problem found."""
+    return link_config(path, parse_config(path))
+
+
+def examples_dir() -> Path:
+    """The example policies: inside the wheel when installed, `policies/` in a source checkout."""
+    package = Path(__file__).resolve().parent
+    installed = package / "examples"
+    return installed if installed.is_dir() else package.parent / "policies"
+
+
+def default_config_path() -> Path:
+    """`tuned-proxy.yaml` in the working directory, else the built-in demo config."""
+    local = Path("tuned-proxy.yaml")
+    return local if local.is_file() else examples_dir() / "tuned-proxy.example.yaml"

@@ -1,0 +1,92 @@
+"""The chat-completions handler: parse → route → rewrite → forward → relay → record.
+
+Each stage is a call into its own module; this file only wires them in order.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+
+from proxy.config import Route, Target
+from proxy.errors import ProxyError
+from proxy.record import Attempt, RequestRecord
+from proxy.relay import StreamRelay, relay_error, relay_json
+from proxy.request import parse_chat_body, read_body, requested_model
+from proxy.rewrite import RewriteResult
+from proxy.routing import find_route, select_variant
+from proxy.state import RECORD, STATE
+from proxy.upstream import UpstreamResponse, Upstreams
+
+# Statuses after which the next fallback target is tried (before anything reached the client).
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    runtime = state.runtime  # a reload during this request does not change what serves it
+    record = request[RECORD]
+    body = parse_chat_body(await read_body(request, runtime.config.server.max_body_bytes))
+    route = find_route(runtime, requested_model(body, request.match_info.get("deployment")))
+    record.route = route.name
+    record.stream = body.get("stream") is True
+    first = select_variant(route, request.headers, body)
+    state.shadows.maybe_send(route, body, record.request_id)
+    answer, result, target = await forward(state.upstreams, route, first, body, record)
+    headers = {
+        **answer.headers,
+        "x-request-id": record.request_id,
+        "x-tuned-proxy-route": route.name,
+        "x-tuned-proxy-variant": target.name,
+    }
+    try:
+        if answer.status >= 400:
+            return await relay_error(answer, headers, record)
+        if record.stream and answer.content_type.startswith("text/event-stream"):
+            return await StreamRelay(record, result.legacy_functions).run(request, answer, headers)
+        return await relay_json(answer, headers, record, result.legacy_functions)
+    finally:
+        record.upstream_seconds += answer.wait_seconds
+        await answer.close()
+
+
+async def forward(
+    upstreams: Upstreams,
+    route: Route,
+    first: Target,
+    body: dict[str, Any],
+    record: RequestRecord,
+) -> tuple[UpstreamResponse, RewriteResult, Target]:
+    """Send to the chosen variant, then down the route's fallback list while the failure allows.
+
+    A fallback starts again from the client's body with its own policy. A client error (a 4xx
+    other than 408/429) is never retried: another deployment would refuse it the same way.
+    """
+    targets = (first, *route.fallback)
+    for position, target in enumerate(targets):
+        is_last = position == len(targets) - 1
+        result = target.prepare(body)
+        record.variant, record.upstream, record.changes = (
+            target.name,
+            target.upstream_name,
+            result.changes,
+        )
+        attempt = Attempt(target=target.name, upstream=target.upstream_name)
+        record.attempts.append(attempt)
+        started = time.perf_counter()
+        try:
+            answer = await upstreams.send(target, result.body, record.request_id)
+        except ProxyError as exc:
+            attempt.error = exc.message
+            if is_last or exc.status < 500:
+                raise
+            continue
+        finally:
+            record.upstream_seconds += time.perf_counter() - started
+        attempt.status = answer.status
+        if is_last or answer.status not in RETRYABLE_STATUSES:
+            return answer, result, target
+        await answer.close()
+    raise AssertionError("unreachable: the last target always returns or raises")

@@ -1,0 +1,76 @@
+"""Read what an answer says (usage, finish reasons, tool calls) without changing a byte of it.
+
+Stream chunks are only parsed when a byte-level test shows they carry something we count:
+most chunks of a long answer are content deltas and are passed over unparsed.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from proxy import jsonutil
+from proxy.record import RequestRecord
+
+# Chunks worth parsing: a finish reason, a usage block, or the first delta of a tool call.
+_INTERESTING = re.compile(rb'"finish_reason":\s*"|"usage":\s*\{|"name"\s*:')
+
+
+def observe_completion(record: RequestRecord, answer: dict[str, Any]) -> None:
+    """Record what a non-streamed chat.completion reports."""
+    _observe_usage(record, answer.get("usage"))
+    for choice in _choices(answer):
+        reason = choice.get("finish_reason")
+        if isinstance(reason, str):
+            record.finish_reasons.append(reason)
+        message = choice.get("message")
+        if isinstance(message, dict):
+            _observe_tool_calls(record, message.get("tool_calls"))
+            _observe_function_call(record, message.get("function_call"))
+
+
+def observe_chunk_data(record: RequestRecord, data: bytes) -> None:
+    """Record what one stream chunk's `data` payload reports, if anything."""
+    if not _INTERESTING.search(data):
+        return
+    try:
+        chunk = jsonutil.loads(data)
+    except jsonutil.JSONDecodeError:
+        return
+    if not isinstance(chunk, dict):
+        return
+    _observe_usage(record, chunk.get("usage"))
+    for choice in _choices(chunk):
+        reason = choice.get("finish_reason")
+        if isinstance(reason, str):
+            record.finish_reasons.append(reason)
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            _observe_tool_calls(record, delta.get("tool_calls"))
+            _observe_function_call(record, delta.get("function_call"))
+
+
+def _choices(answer: dict[str, Any]) -> list[dict[str, Any]]:
+    choices = answer.get("choices")
+    return [c for c in choices if isinstance(c, dict)] if isinstance(choices, list) else []
+
+
+def _observe_usage(record: RequestRecord, usage: Any) -> None:
+    if isinstance(usage, dict):
+        record.usage = usage
+
+
+def _observe_tool_calls(record: RequestRecord, calls: Any) -> None:
+    if not isinstance(calls, list):
+        return
+    for call in calls:
+        function = call.get("function") if isinstance(call, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if isinstance(name, str) and name:
+            record.tool_calls.append(name)
+
+
+def _observe_function_call(record: RequestRecord, call: Any) -> None:
+    name = call.get("name") if isinstance(call, dict) else None
+    if isinstance(name, str) and name:
+        record.tool_calls.append(name)

@@ -1,0 +1,339 @@
+"""Policies: how to make a request look like what one fine-tuned deployment was trained on.
+
+A policy is a YAML file (`policies/NAME.yaml`) that belongs to a variant; see the product
+design for every key. Loading does all the expensive work once, at start-up or reload: the
+training tools file is read and checked, and in slim mode every training function's
+slimmed definition (and the bytes it saves) is computed, so a request only looks them up.
+
+`strict` and `omit_parameters`: a function with `strict: true` needs its `properties` and
+`required`, so `omit_parameters` must drop `strict` too, and the model's arguments are no
+longer constrained. The loader refuses a policy that would do that to a strict training
+function unless it says so with `tools.slim.drop_strict: true`. Request tools outside the
+training set are slimmed per request and lose `strict` the same way (reported as
+`tool_slimmed`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from proxy import jsonutil
+from proxy.errors import ConfigError, validation_messages
+from proxy.rewrite.logit_bias import MAX_LOGIT_BIAS_TOKENS
+from proxy.rewrite.schema import SchemaTooDeep, SlimLevel, slim_tool
+
+
+def _policy_error(message: str) -> PydanticCustomError:
+    # A custom error type keeps pydantic from prefixing the message with "Value error, ".
+    return PydanticCustomError("policy", message)
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SlimSpec(_Spec):
+    default: SlimLevel = "keep"
+    functions: dict[str, SlimLevel] = Field(default_factory=dict)
+    # The acknowledgement that omit_parameters may drop `strict` from training functions.
+    drop_strict: StrictBool = False
+
+    def level(self, function: str) -> SlimLevel:
+        return self.functions.get(function, self.default)
+
+
+# One model keyed on `mode` rather than a union per mode: a union would put the mode's name
+# into every error path (`tools.slim.slim.default`), which reads worse in `check` output.
+class ToolsSpec(_Spec):
+    mode: Literal["passthrough", "identical", "slim"] = "passthrough"
+    slim: SlimSpec | None = None
+    unknown: Literal["pass", "drop", "reject"] = "pass"
+
+    @field_validator("slim")
+    @classmethod
+    def _slim_needs_slim_mode(cls, slim: SlimSpec | None, info: ValidationInfo) -> SlimSpec | None:
+        mode = info.data.get("mode")
+        if slim is not None and mode is not None and mode != "slim":
+            raise _policy_error(f"slim levels are only used with tools.mode: slim (mode is {mode})")
+        return slim
+
+    @property
+    def slim_levels(self) -> SlimSpec:
+        return self.slim or SlimSpec()
+
+
+class SystemPromptSpec(_Spec):
+    mode: Literal["keep", "replace", "prepend", "if_missing"] = "keep"
+    text: str | None = Field(default=None, validate_default=True)
+
+    @field_validator("text")
+    @classmethod
+    def _text_matches_mode(cls, text: str | None, info: ValidationInfo) -> str | None:
+        mode = info.data.get("mode")
+        if mode == "keep" and text is not None:
+            raise _policy_error("text is only used with mode replace, prepend or if_missing")
+        if mode not in (None, "keep") and not text:
+            raise _policy_error(f"text is required with mode: {mode}")
+        return text
+
+
+BiasValue = Annotated[int, Field(strict=True, ge=-100, le=100)]
+
+
+class LogitBiasSpec(_Spec):
+    tokens: dict[str, BiasValue]
+    when: Literal["tools_auto", "always"] = "tools_auto"
+    sampling: Literal["drop", "skip_bias", "keep"] = "keep"
+
+    @field_validator("tokens", mode="before")
+    @classmethod
+    def _integer_keys_as_strings(cls, tokens: Any) -> Any:
+        # YAML reads `{316: 5}` with an integer key; OpenAI wants the token id as a string.
+        if not isinstance(tokens, dict):
+            return tokens
+        return {
+            str(key) if isinstance(key, int) and not isinstance(key, bool) else key: value
+            for key, value in tokens.items()
+        }
+
+    @field_validator("tokens")
+    @classmethod
+    def _token_ids(cls, tokens: dict[str, int]) -> dict[str, int]:
+        if not tokens:
+            raise _policy_error("at least one token is required")
+        if len(tokens) > MAX_LOGIT_BIAS_TOKENS:
+            raise _policy_error(
+                f"at most {MAX_LOGIT_BIAS_TOKENS} tokens are allowed, got {len(tokens)}"
+            )
+        bad = [key for key in tokens if not (key.isascii() and key.isdigit())]
+        if bad:
+            raise _policy_error(f"token ids are strings of digits, got {bad[0]!r}")
+        return tokens
+
+
+class ToolChoiceSpec(_Spec):
+    on_user_turn: Literal["required"] | None = None
+
+
+class PolicySpec(_Spec):
+    """A policy file as written; see the product design for each key and its default."""
+
+    training_tools: str | None = None
+    tools: ToolsSpec = ToolsSpec()
+    system_prompt: SystemPromptSpec = SystemPromptSpec()
+    parallel_tool_calls: StrictBool | None = None
+    legacy_functions: Literal["translate", "pass"] = "translate"
+    logit_bias: LogitBiasSpec | None = None
+    tool_choice: ToolChoiceSpec = ToolChoiceSpec()
+    validate_arguments: StrictBool = True
+
+
+@dataclass(frozen=True)
+class SlimmedTool:
+    """A training function prepared for slim mode."""
+
+    definition: dict[str, Any] | None  # None: the level omits the function
+    bytes_removed: int  # orjson bytes of the training definition minus this one's
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A loaded policy: the spec, the training tools and what was prepared from them.
+
+    The dicts inside are shared with every rewritten request: never mutate them.
+    """
+
+    name: str
+    spec: PolicySpec
+    # function name -> the full training tool, as loaded (key order kept), in file order
+    training_tools: Mapping[str, dict[str, Any]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    # function name -> its slimmed definition; filled in slim mode only
+    slimmed_tools: Mapping[str, SlimmedTool] = field(default_factory=lambda: MappingProxyType({}))
+
+    def full_schema(self, function: str) -> dict[str, Any] | None:
+        """The training parameters schema of `function`; None when it is not a training function.
+
+        A training function without `parameters` takes none, as OpenAI reads it.
+        """
+        tool = self.training_tools.get(function)
+        if tool is None:
+            return None
+        parameters = tool["function"].get("parameters")
+        return parameters if parameters is not None else {"type": "object", "properties": {}}
+
+
+PASSTHROUGH = Policy(name="passthrough", spec=PolicySpec(legacy_functions="pass"))
+
+
+class _TrainingFunction(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: StrictBool | None = None
+
+
+class _TrainingTool(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["function"]
+    function: _TrainingFunction
+
+
+_TRAINING_TOOLS = TypeAdapter(list[_TrainingTool])
+
+
+def load_policy(path: Path, name: str) -> Policy:
+    """Load, check and prepare the policy file at `path`.
+
+    Raises ConfigError with every problem found, as `file: field.path: message` lines.
+    """
+    file = str(path)
+    spec = _read_spec(path)
+    tools: list[dict[str, Any]] = []
+    if spec.training_tools is not None:
+        tools = _read_training_tools(path, spec.training_tools)
+    return build_policy(name, spec, tools, file=file)
+
+
+def _read_spec(path: Path) -> PolicySpec:
+    file = str(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError([f"{file}: (file): cannot read: {exc.strerror or exc}"]) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{file}: (file): invalid YAML: {_yaml_problem(exc)}"]) from exc
+    if raw is None:
+        raw = {}  # an empty file is a policy with every default
+    if not isinstance(raw, dict):
+        kind = type(raw).__name__
+        raise ConfigError([f"{file}: (file): a policy is a mapping of keys, not a {kind}"])
+    try:
+        return PolicySpec.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(validation_messages(file, exc)) from exc
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    return f"{problem} at line {mark.line + 1}" if mark is not None else problem
+
+
+def _read_training_tools(policy_path: Path, relative: str) -> list[dict[str, Any]]:
+    """The training tools file named by the policy, checked; resolved beside the policy."""
+    tools_path = policy_path.parent / relative
+    try:
+        raw = jsonutil.loads(tools_path.read_bytes())
+    except OSError as exc:
+        reason = "not found" if isinstance(exc, FileNotFoundError) else exc.strerror or str(exc)
+        raise ConfigError([f"{policy_path}: training_tools: {relative}: {reason}"]) from exc
+    except jsonutil.JSONDecodeError as exc:
+        raise ConfigError([f"{tools_path}: (file): invalid JSON: {exc}"]) from exc
+    try:
+        _TRAINING_TOOLS.validate_python(raw)
+    except ValidationError as exc:
+        raise ConfigError(validation_messages(str(tools_path), exc)) from exc
+    names = [tool["function"]["name"] for tool in raw]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ConfigError([f"{tools_path}: {name}: defined more than once" for name in duplicates])
+    return list(raw)
+
+
+def build_policy(
+    name: str,
+    spec: PolicySpec,
+    training_tools: Sequence[dict[str, Any]] = (),
+    *,
+    file: str = "<policy>",
+) -> Policy:
+    """Link a spec with its (already checked) training tools and prepare what the rewrite needs.
+
+    Raises ConfigError with `file: field.path: message` lines for every inconsistency.
+    """
+    by_name = {tool["function"]["name"]: tool for tool in training_tools}
+    errors = _link_errors(spec, by_name)
+    if errors:
+        raise ConfigError([f"{file}: {line}" for line in errors])
+    try:
+        slimmed = _prepare_slim(spec, by_name) if spec.tools.mode == "slim" else {}
+    except SchemaTooDeep as exc:
+        raise ConfigError([f"{file}: training_tools: {exc}"]) from exc
+    return Policy(
+        name=name,
+        spec=spec,
+        training_tools=MappingProxyType(by_name),
+        slimmed_tools=MappingProxyType(slimmed),
+    )
+
+
+def _link_errors(spec: PolicySpec, training: Mapping[str, dict[str, Any]]) -> list[str]:
+    """`field.path: message` for every key that does not fit the training tools."""
+    tools = spec.tools
+    errors = []
+    if not training and tools.mode == "identical":
+        errors.append("tools.mode: identical needs training_tools (the trained definitions)")
+    if not training and tools.unknown != "pass":
+        errors.append(
+            f"tools.unknown: {tools.unknown} needs training_tools to tell which functions are known"
+        )
+    if training:
+        errors.extend(
+            f"tools.slim.functions.{function}: not a function of training_tools "
+            f"({spec.training_tools})"
+            for function in tools.slim_levels.functions
+            if function not in training
+        )
+    if tools.mode == "slim" and not tools.slim_levels.drop_strict:
+        errors.extend(_strict_errors(tools.slim_levels, training))
+    return errors
+
+
+def _strict_errors(slim: SlimSpec, training: Mapping[str, dict[str, Any]]) -> list[str]:
+    errors = []
+    for function, tool in training.items():
+        if slim.level(function) != "omit_parameters" or tool["function"].get("strict") is not True:
+            continue
+        where = f"functions.{function}" if function in slim.functions else "default"
+        errors.append(
+            f"tools.slim.{where}: omit_parameters would drop `strict: true` from {function} "
+            "(strict needs the properties); set tools.slim.drop_strict: true to accept that, "
+            "or choose another level for it"
+        )
+    return errors
+
+
+def _prepare_slim(
+    spec: PolicySpec, training: Mapping[str, dict[str, Any]]
+) -> dict[str, SlimmedTool]:
+    prepared = {}
+    for function, tool in training.items():
+        definition = slim_tool(tool, spec.tools.slim_levels.level(function))
+        removed = _size(tool) - (_size(definition) if definition is not None else 0)
+        prepared[function] = SlimmedTool(definition=definition, bytes_removed=removed)
+    return prepared
+
+
+def _size(value: Any) -> int:
+    return len(jsonutil.dumps(value))

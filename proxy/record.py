@@ -1,0 +1,91 @@
+"""The record stage: what one request did, gathered along the way and written once at the end.
+
+Each stage fills its part of a `RequestRecord`; `log_request` turns it into the one structured
+log line per request. It never holds message content or credentials: only names, numbers and
+the rewrite's action labels.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from proxy.rewrite import Change
+
+logger = structlog.get_logger("tuned_proxy.request")
+
+
+@dataclass
+class Attempt:
+    """One try at an upstream (a fallback adds more)."""
+
+    target: str
+    upstream: str
+    status: int | None = None
+    error: str | None = None
+
+
+@dataclass
+class RequestRecord:
+    request_id: str
+    path: str
+    started: float = field(default_factory=time.perf_counter)
+    route: str | None = None
+    variant: str | None = None
+    upstream: str | None = None
+    stream: bool = False
+    status: int = 0
+    changes: list[Change] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
+    upstream_seconds: float = 0.0
+    first_byte_seconds: float | None = None
+    usage: dict[str, Any] | None = None
+    finish_reasons: list[str] = field(default_factory=list)
+    tool_calls: list[str] = field(default_factory=list)
+    error: str | None = None
+    client_disconnected: bool = False
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def log_request(record: RequestRecord) -> None:
+    """The one log line of a request (fields, never content)."""
+    total = record.elapsed()
+    fields: dict[str, Any] = {
+        "request_id": record.request_id,
+        "path": record.path,
+        "route": record.route,
+        "variant": record.variant,
+        "upstream": record.upstream,
+        "status": record.status,
+        "stream": record.stream,
+        "duration_ms": round(total * 1000, 3),
+        "upstream_ms": round(record.upstream_seconds * 1000, 3),
+        "overhead_ms": round(max(total - record.upstream_seconds, 0.0) * 1000, 3),
+    }
+    if record.first_byte_seconds is not None:
+        fields["ttft_ms"] = round(record.first_byte_seconds * 1000, 3)
+    if record.usage:
+        fields["tokens"] = {
+            key: record.usage[key]
+            for key in ("prompt_tokens", "completion_tokens")
+            if isinstance(record.usage.get(key), int)
+        }
+    if record.changes:
+        fields["rewrite"] = sorted({change.action for change in record.changes})
+        fields["schema_bytes_removed"] = sum(c.bytes_removed for c in record.changes)
+    if record.finish_reasons:
+        fields["finish_reasons"] = record.finish_reasons
+    if record.tool_calls:
+        fields["tool_calls"] = record.tool_calls
+    if len(record.attempts) > 1 or (record.attempts and record.attempts[0].error):
+        fields["attempts"] = [vars(attempt) for attempt in record.attempts]
+    if record.error:
+        fields["error"] = record.error
+    if record.client_disconnected:
+        fields["client_disconnected"] = True
+    logger.info("request", **fields)

@@ -1,0 +1,53 @@
+"""The parse stage: read the client's body once, bounded, and check the fields the proxy reads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from proxy import jsonutil
+from proxy.errors import BodyTooLarge, InvalidRequest
+
+
+async def read_body(request: web.Request, max_bytes: int) -> bytes:
+    declared = request.content_length
+    if declared is not None and declared > max_bytes:
+        raise BodyTooLarge(f"The request body is larger than {max_bytes} bytes.")
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise BodyTooLarge(f"The request body is larger than {max_bytes} bytes.") from exc
+
+
+def parse_chat_body(raw: bytes) -> dict[str, Any]:
+    """The body as a dict; a 400 naming the field for anything the proxy cannot route."""
+    if not raw:
+        raise InvalidRequest("The request body is empty; expected a JSON object.")
+    try:
+        body = jsonutil.loads(raw)
+    except jsonutil.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"We could not parse the JSON body of your request ({exc}).", code="invalid_json"
+        ) from exc
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidRequest("Invalid type for 'stream': expected a boolean.", param="stream")
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        raise InvalidRequest(
+            "Missing or invalid 'messages': expected an array of messages.", param="messages"
+        )
+    return body
+
+
+def requested_model(body: dict[str, Any], from_path: str | None) -> str:
+    """The route name: the deployment in an Azure path, else the body's `model`."""
+    if from_path:
+        return from_path
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("Missing required parameter: 'model'.", param="model")
+    return model

@@ -1,0 +1,153 @@
+"""The tool-definition step: identical, slim, unknown tools, and the clean-up after them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from proxy import jsonutil
+from proxy.errors import InvalidRequest
+from proxy.rewrite.fields import function_name, read_tools, tool_choice_names
+from proxy.rewrite.result import (
+    TOOL_DROPPED_UNKNOWN,
+    TOOL_OMITTED,
+    TOOL_SLIMMED,
+    TOOLS_EMPTIED,
+    TOOLS_IDENTICAL,
+    Body,
+    Change,
+)
+from proxy.rewrite.schema import SchemaTooDeep, slim_tool
+
+if TYPE_CHECKING:
+    from proxy.policy import Policy
+
+# Fields upstreams refuse when there is no tool left (see the OpenAI contract notes).
+_TOOLS_ONLY_FIELDS = ("tools", "tool_choice", "parallel_tool_calls")
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What deciding about one tool needs to know about the request."""
+
+    policy: Policy
+    forced: frozenset[str]  # functions named by tool_choice: never omitted
+    changes: list[Change]
+
+
+def rewrite_tool_definitions(body: Body, policy: Policy, changes: list[Change]) -> Body:
+    """Runs when `tools.mode` is identical or slim, or `tools.unknown` is not pass.
+
+    Replaces, slims or removes function tools (it never adds one); other tool kinds pass as
+    sent. When no tool is left it removes `tools`, `tool_choice` and `parallel_tool_calls`.
+    """
+    spec = policy.spec.tools
+    if spec.mode == "passthrough" and spec.unknown == "pass":
+        return body
+    tools = read_tools(body)
+    if not tools:
+        return body
+    request = _Request(policy, tool_choice_names(body.get("tool_choice")), changes)
+    kept = []
+    for index, tool in enumerate(tools):
+        name = function_name(tool, index)
+        new_tool = tool if name is None else _rewrite_function(tool, name, index, request)
+        if new_tool is not None:
+            kept.append(new_tool)
+    if len(kept) == len(tools) and all(a is b for a, b in zip(kept, tools, strict=True)):
+        return body
+    if not kept:
+        changes.append(Change(TOOLS_EMPTIED))
+        return {key: value for key, value in body.items() if key not in _TOOLS_ONLY_FIELDS}
+    return {**body, "tools": kept}
+
+
+def _rewrite_function(
+    tool: dict[str, Any], name: str, index: int, request: _Request
+) -> dict[str, Any] | None:
+    """The tool to send in place of `tool` (the same object if unchanged), or None to drop it."""
+    if name in request.policy.training_tools:
+        return _trained(tool, name, request)
+    return _untrained(tool, name, index, request)
+
+
+def _trained(tool: dict[str, Any], name: str, request: _Request) -> dict[str, Any] | None:
+    policy = request.policy
+    mode = policy.spec.tools.mode
+    training = policy.training_tools[name]
+    if mode == "passthrough":
+        return tool
+    target, bytes_removed = training, 0
+    if mode == "slim":
+        prepared = policy.slimmed_tools[name]
+        if prepared.definition is None and name not in request.forced:
+            request.changes.append(Change(TOOL_OMITTED, name, prepared.bytes_removed))
+            return None
+        # A function the client forces keeps its full training definition: it must stay
+        # callable with the arguments the model learned.
+        if prepared.definition is not None:
+            target, bytes_removed = prepared.definition, prepared.bytes_removed
+    # Equal content is not reported (so a second rewrite reports nothing), but the training
+    # object is sent anyway: its key order is the one the model saw.
+    if tool != target:
+        action = TOOL_SLIMMED if target is not training else TOOLS_IDENTICAL
+        request.changes.append(Change(action, name, bytes_removed))
+    return target
+
+
+def _untrained(
+    tool: dict[str, Any], name: str, index: int, request: _Request
+) -> dict[str, Any] | None:
+    spec = request.policy.spec.tools
+    if spec.unknown == "reject":
+        raise InvalidRequest(
+            f"The function `{name}` is not one this model was trained with; "
+            f"it accepts: {', '.join(request.policy.training_tools)}.",
+            param=f"tools[{index}].function.name",
+            code="unknown_tool",
+        )
+    if spec.unknown == "drop":
+        if name in request.forced:
+            raise InvalidRequest(
+                f"tool_choice names `{name}`, which this model was not trained with, "
+                "so the tool is removed from the request.",
+                param="tool_choice",
+                code="unknown_tool",
+            )
+        request.changes.append(Change(TOOL_DROPPED_UNKNOWN, name, _json_size(tool)))
+        return None
+    if spec.mode == "slim":
+        return _slim_untrained(tool, name, index, request)
+    return tool
+
+
+def _slim_untrained(
+    tool: dict[str, Any], name: str, index: int, request: _Request
+) -> dict[str, Any] | None:
+    """Slims the request's own definition: the only one there is for this function."""
+    level = request.policy.spec.tools.slim_levels.level(name)
+    if level == "omit_function" and name in request.forced:
+        return tool
+    try:
+        slimmed = slim_tool(tool, level)
+    except SchemaTooDeep as exc:
+        raise InvalidRequest(
+            f"Invalid 'tools[{index}].function.parameters': {exc}.",
+            param=f"tools[{index}].function.parameters",
+            code="invalid_value",
+        ) from exc
+    if slimmed is None:
+        request.changes.append(Change(TOOL_OMITTED, name, _json_size(tool)))
+    elif slimmed is not tool:
+        saved = _json_size(tool) - _json_size(slimmed)
+        request.changes.append(Change(TOOL_SLIMMED, name, saved))
+    return slimmed
+
+
+def _json_size(value: Any) -> int:
+    try:
+        return len(jsonutil.dumps(value))
+    except TypeError:
+        # orjson parses deeper nesting than it serialises (1024 vs 255 levels); such a tool
+        # is forwarded all the same and its bytes are not counted.
+        return 0

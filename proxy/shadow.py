@@ -1,0 +1,119 @@
+"""Shadow traffic: a sampled copy of a request sent to a route's shadow target on the side.
+
+The copy is rewritten with the shadow target's own policy from the client's original body,
+runs as its own task alongside the primary, and never delays or changes the client's answer.
+Work is bounded: past `max_in_flight` concurrent copies a new copy is dropped (and counted),
+never queued. Each copy's outcome is logged with the primary's request id, so the two answers
+can be compared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from proxy import jsonutil
+from proxy.config import Route, Target
+from proxy.errors import ProxyError
+from proxy.observe import observe_chunk_data, observe_completion
+from proxy.record import RequestRecord
+from proxy.sse import EventSplitter, event_data
+from proxy.upstream import Upstreams
+
+logger = structlog.get_logger("tuned_proxy.shadow")
+MAX_SHADOW_ANSWER_BYTES = 16 * 1024 * 1024
+
+
+class ShadowSender:
+    """Starts and tracks shadow copies; `close()` cancels the ones still running."""
+
+    def __init__(
+        self,
+        upstreams: Upstreams,
+        max_in_flight: int = 32,
+        rng: Callable[[], float] = random.random,
+    ):
+        self.upstreams = upstreams
+        self.max_in_flight = max_in_flight
+        self.rng = rng
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.outcomes: Counter[tuple[str, str]] = Counter()
+
+    def maybe_send(self, route: Route, body: dict[str, Any], request_id: str) -> None:
+        shadow = route.shadow
+        if shadow is None or self.rng() >= shadow.sample:
+            return
+        if len(self.tasks) >= self.max_in_flight:
+            self._count(route.name, "dropped")
+            return
+        task = asyncio.create_task(self._run(route.name, shadow, body, request_id))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def close(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    def _count(self, route: str, outcome: str) -> None:
+        self.outcomes[(route, outcome)] += 1
+
+    async def _run(self, route: str, target: Target, body: dict[str, Any], request_id: str) -> None:
+        record = RequestRecord(request_id=request_id, path="shadow")
+        outcome = "error"
+        try:
+            outgoing = target.prepare(body).body
+            answer = await self.upstreams.send(target, outgoing, f"{request_id}-shadow")
+            try:
+                record.status = answer.status
+                raw = await answer.read(MAX_SHADOW_ANSWER_BYTES)
+            finally:
+                await answer.close()
+            if answer.status < 400:
+                _observe_answer(record, raw, streamed=outgoing.get("stream") is True)
+                outcome = "ok"
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        except ProxyError as exc:
+            record.error = exc.message
+            outcome = "timeout" if exc.status == 504 else "error"
+        except Exception:  # a shadow must never take the proxy down; say what broke
+            logger.exception("shadow failed", request_id=request_id, route=route)
+        finally:
+            self._count(route, outcome)
+            logger.info(
+                "shadow",
+                request_id=request_id,
+                route=route,
+                target=target.name,
+                upstream=target.upstream_name,
+                outcome=outcome,
+                status=record.status,
+                duration_ms=round(record.elapsed() * 1000, 3),
+                tool_calls=record.tool_calls,
+                finish_reasons=record.finish_reasons,
+                prompt_tokens=(record.usage or {}).get("prompt_tokens"),
+                error=record.error,
+            )
+
+
+def _observe_answer(record: RequestRecord, raw: bytes, streamed: bool) -> None:
+    """Read the shadow's answer for the comparison (a whole body: nothing waits on it)."""
+    if not streamed:
+        try:
+            parsed = jsonutil.loads(raw)
+        except jsonutil.JSONDecodeError:
+            return
+        if isinstance(parsed, dict):
+            observe_completion(record, parsed)
+        return
+    for event in EventSplitter(max_event_bytes=len(raw) + 1).feed(raw + b"\n\n"):
+        data = event_data(event)
+        if data is not None:
+            observe_chunk_data(record, data)

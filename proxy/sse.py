@@ -1,0 +1,62 @@
+"""Server-sent events, pure: split a byte stream into whole events without rewriting them.
+
+The relay forwards each event's bytes exactly as the upstream sent them, as soon as the event
+is complete; only a partial event at the end of a read is held back, so that an error event
+written after a broken stream never lands in the middle of another event.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# An event ends at a blank line; servers use LF, CRLF or (rarely) CR line endings.
+_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+DONE = b"[DONE]"
+
+
+class EventTooLarge(ValueError):
+    """A single event grew past the splitter's limit: the upstream is not speaking SSE."""
+
+
+@dataclass
+class EventSplitter:
+    """Feed it reads; it returns the complete events they finish, as `bytes` slices."""
+
+    max_event_bytes: int = 8 * 1024 * 1024
+    _pending: bytes = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buffer = self._pending + data if self._pending else data
+        events: list[bytes] = []
+        start = 0
+        for match in _EVENT_END.finditer(buffer):
+            events.append(buffer[start : match.end()])
+            start = match.end()
+        self._pending = buffer[start:]
+        if len(self._pending) > self.max_event_bytes:
+            raise EventTooLarge(f"an event exceeded {self.max_event_bytes} bytes")
+        return events
+
+    @property
+    def pending(self) -> bytes:
+        """Bytes of an event that has not ended yet."""
+        return self._pending
+
+
+def event_data(event: bytes) -> bytes | None:
+    """The `data` payload of one event (multi-line data joined by LF), or None if it has none.
+
+    Comment lines (`:`) and other fields (`event:`, `id:`, `retry:`) are skipped.
+    """
+    payload: list[bytes] = []
+    for line in event.splitlines():
+        if line.startswith(b"data:"):
+            value = line[5:]
+            payload.append(value[1:] if value.startswith(b" ") else value)
+    return b"\n".join(payload) if payload else None
+
+
+def format_event(data: bytes) -> bytes:
+    """One `data:` event in OpenAI's framing."""
+    return b"data: " + data + b"\n\n"

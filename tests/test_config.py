@@ -1,0 +1,181 @@
+"""Config loading: shape, then cross-references; errors as `file: field.path: message`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from proxy.cli import main
+from proxy.config import AzureUpstream, load_config
+from proxy.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path: Path, config: dict[str, Any]) -> Path:
+    path = tmp_path / "tuned-proxy.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def good() -> dict[str, Any]:
+    return {
+        "policies_dir": str(REPO / "policies"),
+        "upstreams": {
+            "az": {
+                "kind": "azure",
+                "base_url": "https://x.openai.azure.com",
+                "api_version": "2024-10-21",
+            },
+            "local": {"kind": "mock"},
+        },
+        "routes": {
+            "support": {
+                "sticky": "header:x-user-id",
+                "variants": [
+                    {
+                        "name": "full",
+                        "upstream": "az",
+                        "model": "ft-full",
+                        "policy": "support-full",
+                        "weight": 90,
+                    },
+                    {
+                        "name": "slim",
+                        "upstream": "az",
+                        "model": "ft-slim",
+                        "policy": "support-slim",
+                        "weight": 10,
+                    },
+                ],
+                "fallback": [{"upstream": "local", "model": "base"}],
+                "shadow": {"upstream": "local", "model": "next", "sample": 0.05},
+            }
+        },
+    }
+
+
+def errors_of(tmp_path: Path, config: dict[str, Any]) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, config))
+    return info.value.errors
+
+
+def test_good_config_links_routes_upstreams_and_policies(tmp_path: Path) -> None:
+    runtime = load_config(write(tmp_path, good()))
+    route = runtime.routes["support"]
+    assert [v.name for v in route.variants] == ["full", "slim"]
+    assert isinstance(route.variants[0].upstream, AzureUpstream)
+    assert route.variants[0].policy.name == "support-full"
+    assert route.fallback[0].policy.name == "passthrough"
+    assert route.shadow is not None
+    assert route.shadow.sample == 0.05
+    assert set(runtime.policies) >= {"support-full", "support-slim"}
+
+
+def test_unknown_keys_are_errors_with_their_path(tmp_path: Path) -> None:
+    config = good()
+    config["routes"]["support"]["variants"][0]["wieght"] = 3
+    config["serverr"] = {}
+    path = write(tmp_path, config)
+    errors = errors_of(tmp_path, config)
+    assert f"{path}: routes.support.variants.0.wieght: unknown key" in errors
+    assert f"{path}: serverr: unknown key" in errors
+
+
+def test_cross_reference_errors_are_all_reported(tmp_path: Path) -> None:
+    config = good()
+    variants = config["routes"]["support"]["variants"]
+    variants[0]["upstream"] = "nowhere"
+    variants[1]["policy"] = "no-such-policy"
+    config["routes"]["support"]["fallback"][0]["upstream"] = "gone"
+    path = write(tmp_path, config)
+    errors = errors_of(tmp_path, config)
+    assert any(
+        e.startswith(f"{path}: routes.support.variants.0.upstream: unknown upstream 'nowhere'")
+        for e in errors
+    )
+    assert any(
+        e.startswith(f"{path}: routes.support.variants.1.policy: policy 'no-such-policy' not found")
+        for e in errors
+    )
+    assert any(
+        e.startswith(f"{path}: routes.support.fallback.0.upstream: unknown upstream 'gone'")
+        for e in errors
+    )
+
+
+def test_weights_must_be_non_negative_with_positive_sum(tmp_path: Path) -> None:
+    config = good()
+    for variant in config["routes"]["support"]["variants"]:
+        variant["weight"] = 0
+    path = write(tmp_path, config)
+    assert f"{path}: routes.support.variants: weights must have a positive sum" in errors_of(
+        tmp_path, config
+    )
+    config["routes"]["support"]["variants"][0]["weight"] = -1
+    assert any("routes.support.variants.0.weight" in e for e in errors_of(tmp_path, config))
+
+
+def test_bad_sticky_kind_and_duplicate_variants(tmp_path: Path) -> None:
+    config = good()
+    config["routes"]["support"]["sticky"] = "cookie:session"
+    errors = errors_of(tmp_path, config)
+    assert any(": routes.support.sticky: " in e for e in errors)
+    config = good()
+    config["routes"]["support"]["variants"][1]["name"] = "full"
+    assert any("variant name 'full' is used twice" in e for e in errors_of(tmp_path, config))
+
+
+def test_unknown_upstream_kind_and_missing_fields(tmp_path: Path) -> None:
+    config = good()
+    config["upstreams"]["az"] = {"kind": "bedrock", "base_url": "x"}
+    assert any(": upstreams.az: " in e for e in errors_of(tmp_path, config))
+    config = good()
+    del config["upstreams"]["az"]["base_url"]
+    assert any(
+        "upstreams.az.azure.base_url: Field required" in e for e in errors_of(tmp_path, config)
+    )
+
+
+def test_invalid_yaml_and_non_mapping(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("routes: [unclosed")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.errors[0].startswith(f"{path}: invalid YAML")
+    path.write_text("- a list")
+    with pytest.raises(ConfigError):
+        load_config(path)
+
+
+def test_check_prints_routes_and_exits_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, good())
+    assert main(["check", "-c", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "route support: sticky=header:x-user-id" in out
+    assert "90.00%" in out
+    assert "10.00%" in out
+    assert "fallback 1: local/base policy=passthrough" in out
+    assert "shadow 5.00% of requests: local/next" in out
+
+
+def test_check_prints_error_lines_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = good()
+    config["routes"]["support"]["variants"][0]["upstream"] = "nowhere"
+    path = write(tmp_path, config)
+    assert main(["check", "-c", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}: routes.support.variants.0.upstream: unknown upstream 'nowhere'" in err
+
+
+def test_the_shipped_example_config_is_valid() -> None:
+    runtime = load_config(REPO / "policies" / "tuned-proxy.example.yaml")
+    assert "support-agent" in runtime.routes
