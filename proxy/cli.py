@@ -13,6 +13,8 @@ from proxy import __version__
 from proxy.config import Route, Runtime, Target, default_config_path, load_config
 from proxy.errors import ConfigError
 
+LOG_LEVELS = ["debug", "info", "warning", "error"]
+
 
 def _config_path(args: argparse.Namespace) -> Path:
     return Path(args.config) if args.config else default_config_path()
@@ -68,16 +70,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from proxy.server import refuse_open_bind, serve
 
     configure_logging(args.log_level, args.log_format)
-    runtime = _load_or_report(_config_path(args))
+    path = _config_path(args)
+    runtime = _load_or_report(path)
     if runtime is None:
         return 1
-    host = args.host or runtime.config.server.host
-    port = args.port if args.port is not None else runtime.config.server.port
+    server = runtime.config.server
+    host = args.host or server.host
+    port = args.port if args.port is not None else server.port
     refusal = refuse_open_bind(runtime, host, args.allow_unauthenticated)
     if refusal:
         print(f"tuned-proxy: {refusal}", file=sys.stderr)
         return 2
-    asyncio.run(serve(runtime, host, port))
+    drain = args.drain_timeout if args.drain_timeout is not None else server.drain_timeout_s
+    asyncio.run(
+        serve(runtime, host, port, config_path=path, watch=args.watch, drain_timeout_s=drain)
+    )
     return 0
 
 
@@ -95,6 +102,50 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from proxy.demo import run_demo
 
     return asyncio.run(run_demo())
+
+
+def find_target(route: Route, name: str | None) -> Target | None:
+    """A route's variant, fallback target or shadow by name; the first variant by default."""
+    if name is None:
+        return route.variants[0]
+    targets = [*route.variants, *route.fallback, *([route.shadow] if route.shadow else [])]
+    return next((t for t in targets if t.name == name), None)
+
+
+def cmd_rewrite(args: argparse.Namespace) -> int:
+    from proxy import jsonutil
+    from proxy.errors import ProxyError
+
+    runtime = _load_or_report(_config_path(args))
+    if runtime is None:
+        return 1
+    route = runtime.routes.get(args.model)
+    target = find_target(route, args.variant) if route else None
+    if route is None or target is None:
+        what = f"route {args.model!r}" if route is None else f"variant {args.variant!r}"
+        print(f"tuned-proxy: no {what} in {runtime.path}", file=sys.stderr)
+        return 1
+    raw = Path(args.request).read_bytes() if args.request else sys.stdin.buffer.read()
+    try:
+        body = jsonutil.loads(raw)
+        if not isinstance(body, dict):
+            raise ValueError("the request must be a JSON object")
+        result = target.prepare(body)
+    except (ValueError, ProxyError) as exc:
+        print(f"tuned-proxy: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return 1
+    print(jsonutil.dumps_pretty(result.body))
+    before, after = len(jsonutil.dumps(body)), len(jsonutil.dumps(result.body))
+    print(
+        f"route {route.name} → variant {target.name} ({target.upstream_name}/{target.model}), "
+        f"policy {target.policy.name}: {len(result.changes)} change(s), "
+        f"{result.tool_bytes_removed} B of tool schema removed, body {before} → {after} B",
+        file=sys.stderr,
+    )
+    for change in result.changes:
+        removed = f" (-{change.bytes_removed} B)" if change.bytes_removed else ""
+        print(f"  {change.action} {change.detail}{removed}".rstrip(), file=sys.stderr)
+    return 0
 
 
 def cmd_tools_extract(args: argparse.Namespace) -> int:
@@ -120,7 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow a non-loopback address with no client keys configured",
     )
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--watch", action="store_true", help="reload when the config or a policy file changes"
+    )
+    serve.add_argument(
+        "--drain-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="on SIGTERM, time in-flight requests get to finish (default: server.drain_timeout_s)",
+    )
+    serve.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     serve.add_argument("--log-format", default="json", choices=["json", "console"])
     serve.set_defaults(run=cmd_serve)
 
@@ -132,6 +192,19 @@ def build_parser() -> argparse.ArgumentParser:
     mock.add_argument("--host", default="127.0.0.1")
     mock.add_argument("--port", type=int, default=8000)
     mock.set_defaults(run=cmd_mock_upstream)
+
+    dry_run = commands.add_parser(
+        "rewrite", help="dry run: print a request as a variant's policy rewrites it"
+    )
+    dry_run.add_argument(
+        "-c", "--config", help="config file (default: tuned-proxy.yaml, else demo)"
+    )
+    dry_run.add_argument("--model", required=True, help="the route name the application sends")
+    dry_run.add_argument(
+        "--variant", help="variant (or fallback/shadow target) name; default: first"
+    )
+    dry_run.add_argument("request", nargs="?", metavar="REQUEST.json", help="default: stdin")
+    dry_run.set_defaults(run=cmd_rewrite)
 
     tools = commands.add_parser("tools", help="work with tool definitions")
     tools_commands = tools.add_subparsers(dest="tools_command", required=True, metavar="COMMAND")

@@ -37,6 +37,9 @@ class ServerConfig(_Strict):
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
     shadow_max_in_flight: int = Field(32, ge=0, description="beyond it, shadow copies are dropped")
+    drain_timeout_s: float = Field(
+        30.0, ge=0, description="SIGTERM: time left to in-flight requests"
+    )
 
 
 class _UpstreamBase(_Strict):

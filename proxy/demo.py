@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import sys
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ from proxy.routing import VARIANT_HEADER
 from proxy.server import bound_port, start_site
 
 ROUTE = "support-agent"
-QUESTION = "Where is my order 84213? It has not arrived yet."
+QUESTION = "Can you look up the status of my order ORD-842131?"
 
 
 @dataclass
@@ -39,9 +40,7 @@ class Row:
 def application_tools() -> Any:
     """The support agent's tools as an application sends them months after training:
     one description edited and one parameter added (the drift `identical` repairs)."""
-    tools = jsonutil.loads(
-        (examples_dir() / "support.tools.json").read_bytes()
-    )
+    tools = jsonutil.loads((examples_dir() / "support.tools.json").read_bytes())
     drifted = copy.deepcopy(tools)
     function = drifted[0]["function"]
     function["description"] = function.get("description", "") + " (updated wording)"
@@ -100,7 +99,7 @@ class Demo:
         )
 
     async def stream(self) -> None:
-        stream = await self.client.chat.completions.create(
+        raw = await self.client.chat.completions.with_raw_response.create(
             model=ROUTE,
             messages=[{"role": "user", "content": QUESTION}],
             tools=self.tools,
@@ -108,6 +107,7 @@ class Demo:
             stream_options={"include_usage": True},
             extra_headers={"x-user-id": "demo-user-2"},
         )
+        stream = raw.parse()
         names: list[str] = []
         chunks = 0
         prompt_tokens: int | str = "-"
@@ -122,7 +122,12 @@ class Demo:
                     if d.function and d.function.name
                 ]
         self.rows.append(
-            Row("stream", "sticky", f"{chunks} chunks, called {', '.join(names)}", prompt_tokens)
+            Row(
+                "stream",
+                raw.headers["x-tuned-proxy-variant"],
+                f"{chunks} chunks, called {', '.join(names)}",
+                prompt_tokens,
+            )
         )
 
     async def legacy(self) -> None:
@@ -172,8 +177,10 @@ class Demo:
             "tools": self.tools,
         }
         result = variant.prepare(body)
-        actions = sorted({change.action for change in result.changes})
-        return f"{result.tool_bytes_removed} B of tool schema removed; {', '.join(actions)}"
+        actions = Counter(change.action for change in result.changes)
+        summary = ", ".join(f"{a}×{n}" if n > 1 else a for a, n in sorted(actions.items()))
+        removed = result.tool_bytes_removed
+        return f"-{removed} B tool schema; {summary}" if removed else summary
 
 
 def print_table(rows: list[Row]) -> None:

@@ -23,7 +23,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from proxy.errors import InvalidRequest
@@ -176,7 +176,7 @@ def _check_tool_fields(body: dict[str, Any]) -> InvalidRequest | None:
 
 
 def _check_named_choice(body: dict[str, Any]) -> InvalidRequest | None:
-    functions, legacy = offered_functions(body)
+    functions, legacy = _offered_functions(body)
     choice = _tool_choice(body, legacy)
     missing = sorted((choice.names or frozenset()) - {function["name"] for function in functions})
     if not missing:
@@ -234,7 +234,7 @@ class _ToolChoice:
     """The functions the choice allows; None means every offered one."""
 
 
-def offered_functions(body: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
+def _offered_functions(body: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
     """The function definitions offered, and whether they came in the legacy `functions` form.
 
     Only well-formed function tools count; custom tools are never called by the fake.
@@ -288,7 +288,7 @@ def _allowed_tools_choice(allowed: Any) -> _ToolChoice:
 
 
 def _answer(body: dict[str, Any], behavior: Behavior) -> _Answer:
-    functions, legacy = offered_functions(body)
+    functions, legacy = _offered_functions(body)
     choice = _tool_choice(body, legacy)
     candidates = [f for f in functions if choice.names is None or f["name"] in choice.names]
     messages = _messages(body)
@@ -364,7 +364,7 @@ def _formatted(body: dict[str, Any], text: str) -> str:
     json_schema = response_format.get("json_schema")
     if response_format.get("type") == "json_schema" and isinstance(json_schema, dict):
         schema = json_schema.get("schema", {})
-        return dumps(example_value(schema, _Hints.from_text(text), schema)).decode()
+        return dumps(_example_value(schema, _Hints.from_text(text), schema)).decode()
     return text
 
 
@@ -477,7 +477,6 @@ class _Hints:
 
     word: str = "example"
     number: int | None = None
-    skip: frozenset[str] = field(default_factory=frozenset)
 
     @classmethod
     def from_text(cls, text: str, skip: frozenset[str] = frozenset()) -> _Hints:
@@ -489,7 +488,6 @@ class _Hints:
         return cls(
             word=content[-1] if content else "example",
             number=numbers[0] if numbers else None,
-            skip=skip,
         )
 
 
@@ -498,7 +496,7 @@ def _arguments(function: dict[str, Any], user_text: str, behavior: Behavior) -> 
     if not isinstance(schema, dict):
         schema = {}
     hints = _Hints.from_text(user_text, skip=frozenset(_function_words(function)))
-    arguments = example_value({"type": "object", **schema}, hints, schema)
+    arguments = _example_value({"type": "object", **schema}, hints, schema)
     if behavior.invalid_args and isinstance(arguments, dict):
         arguments = _without_first_required(arguments, schema)
     return dumps(arguments).decode()
@@ -513,12 +511,12 @@ def _without_first_required(arguments: dict[str, Any], schema: dict[str, Any]) -
 MAX_SCHEMA_DEPTH = 12
 
 
-def example_value(schema: Any, hints: _Hints, root: Any, depth: int = 0) -> Any:
+def _example_value(schema: Any, hints: _Hints, root: Any, depth: int = 0) -> Any:
     """A simple value valid against `schema` (a JSON Schema as tools use it).
 
     enum/const give their first value, anyOf/oneOf their first non-null branch, objects
     their required properties, strings a word of the message (or a value for the format),
-    numbers the message's first number when it fits the bounds, else the lower bound or 1.
+    numbers the message's first number when it fits the bounds, else 1 or a value near them.
     Local `$ref`s (`#/$defs/…`, `#/definitions/…`) are followed against `root`.
     """
     if depth > MAX_SCHEMA_DEPTH or not isinstance(schema, dict):
@@ -531,7 +529,7 @@ def example_value(schema: Any, hints: _Hints, root: Any, depth: int = 0) -> Any:
     for combinator in ("anyOf", "oneOf"):
         branches = schema.get(combinator)
         if isinstance(branches, list) and branches:
-            return example_value(_first_non_null(branches, root), hints, root, depth + 1)
+            return _example_value(_first_non_null(branches, root), hints, root, depth + 1)
     if isinstance(schema.get("allOf"), list):
         schema = _merged_all_of(schema, root)
     builder = _VALUE_BUILDERS.get(_schema_type(schema), _string_value)
@@ -586,7 +584,7 @@ def _object_value(schema: dict[str, Any], hints: _Hints, root: Any, depth: int) 
     properties = properties if isinstance(properties, dict) else {}
     required = [name for name in schema.get("required") or [] if isinstance(name, str)]
     return {
-        name: example_value(properties.get(name, {}), hints, root, depth + 1) for name in required
+        name: _example_value(properties.get(name, {}), hints, root, depth + 1) for name in required
     }
 
 
@@ -596,7 +594,7 @@ def _array_value(schema: dict[str, Any], hints: _Hints, root: Any, depth: int) -
         return []
     count = max(_int_keyword(schema, "minItems", 1), 1)
     maximum = _int_keyword(schema, "maxItems", count)
-    return [example_value(items, hints, root, depth + 1) for _ in range(min(count, maximum))]
+    return [_example_value(items, hints, root, depth + 1) for _ in range(min(count, maximum))]
 
 
 _FORMAT_EXAMPLES = {

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from proxy.config import Route, Target
-from proxy.errors import ProxyError
+from proxy.errors import Overloaded, ProxyError
 from proxy.record import Attempt, RequestRecord
 from proxy.relay import StreamRelay, relay_error, relay_json
 from proxy.request import parse_chat_body, read_body, requested_model
@@ -26,6 +26,8 @@ RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
+    if state.draining:
+        raise Overloaded("The proxy is shutting down; retry on another replica.", code="draining")
     runtime = state.runtime  # a reload during this request does not change what serves it
     record = request[RECORD]
     body = parse_chat_body(await read_body(request, runtime.config.server.max_body_bytes))

@@ -37,6 +37,7 @@ from pydantic_core import PydanticCustomError
 
 from proxy import jsonutil
 from proxy.errors import ConfigError, validation_messages
+from proxy.rewrite.fields import json_type
 from proxy.rewrite.logit_bias import MAX_LOGIT_BIAS_TOKENS
 from proxy.rewrite.schema import SchemaTooDeep, SlimLevel, slim_tool
 
@@ -226,8 +227,8 @@ def _read_spec(path: Path) -> PolicySpec:
     if raw is None:
         raw = {}  # an empty file is a policy with every default
     if not isinstance(raw, dict):
-        kind = type(raw).__name__
-        raise ConfigError([f"{file}: (file): a policy is a mapping of keys, not a {kind}"])
+        kind = json_type(raw)
+        raise ConfigError([f"{file}: (file): a policy is a mapping of keys, not {kind}"])
     try:
         return PolicySpec.model_validate(raw)
     except ValidationError as exc:
@@ -250,6 +251,9 @@ def _read_training_tools(policy_path: Path, relative: str) -> list[dict[str, Any
         raise ConfigError([f"{policy_path}: training_tools: {relative}: {reason}"]) from exc
     except jsonutil.JSONDecodeError as exc:
         raise ConfigError([f"{tools_path}: (file): invalid JSON: {exc}"]) from exc
+    if not isinstance(raw, list):
+        kind = json_type(raw)
+        raise ConfigError([f"{tools_path}: (file): a JSON array of tools is expected, not {kind}"])
     try:
         _TRAINING_TOOLS.validate_python(raw)
     except ValidationError as exc:

@@ -26,6 +26,9 @@ class Attempt:
     upstream: str
     status: int | None = None
     error: str | None = None
+    # Why this attempt failed, as a bounded label: "connect", "timeout", "status_429",
+    # "status_5xx", "invalid_response", "broken_stream"; None when it answered.
+    reason: str | None = None
 
 
 @dataclass
@@ -47,6 +50,11 @@ class RequestRecord:
     tool_calls: list[str] = field(default_factory=list)
     error: str | None = None
     client_disconnected: bool = False
+    # Function names the serving policy was trained on: metric labels stay within them.
+    policy_functions: frozenset[str] = frozenset()
+    # (function, kind) for each answered tool call whose arguments failed the full schema;
+    # kind is "json" (not valid JSON) or "schema" (valid JSON that breaks the schema).
+    argument_errors: list[tuple[str, str]] = field(default_factory=list)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started

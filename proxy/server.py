@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import signal
+from pathlib import Path
 
 import structlog
 from aiohttp import web
 
 from proxy.app import build_app
 from proxy.config import Runtime
+from proxy.reload import reload_config, watch_config
 from proxy.state import STATE
 
 logger = structlog.get_logger("tuned_proxy.server")
@@ -67,25 +69,43 @@ def bound_port(runner: web.AppRunner) -> int:
     raise RuntimeError("the server is not listening on a TCP port")
 
 
-async def serve(runtime: Runtime, host: str, port: int) -> None:
-    """Serve until SIGINT or SIGTERM, then stop accepting and let in-flight requests finish."""
+async def serve(
+    runtime: Runtime,
+    host: str,
+    port: int,
+    *,
+    config_path: Path,
+    watch: bool = False,
+    drain_timeout_s: float = 30.0,
+) -> None:
+    """Serve until SIGINT or SIGTERM; SIGHUP (and, with `watch`, a file change) reloads.
+
+    Stopping: `/readyz` turns 503, the listener closes, in-flight requests and streams get up
+    to `drain_timeout_s` to finish, then the process exits.
+    """
     app = build_app(runtime)
-    runner = await start_site(app, host, port)
+    state = app[STATE]
+    runner = await start_site(app, host, port, shutdown_timeout=drain_timeout_s)
     logger.info(
         "listening",
         host=host,
         port=bound_port(runner),
         config=runtime.path,
         routes=sorted(runtime.routes),
+        watch=watch,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload_config, state, config_path)
+    watcher = asyncio.create_task(watch_config(state, config_path)) if watch else None
     try:
         await stop.wait()
     finally:
-        app[STATE].draining = True
-        logger.info("stopping")
+        state.draining = True
+        logger.info("draining", in_flight_timeout_s=drain_timeout_s)
+        if watcher is not None:
+            watcher.cancel()
         await runner.cleanup()
         logger.info("stopped")

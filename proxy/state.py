@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -20,6 +21,10 @@ class ProxyState:
     upstreams: Upstreams
     shadows: ShadowSender
     draining: bool = False
+    reloads: Counter[str] = field(default_factory=Counter)
+
+    def count_reload(self, result: str) -> None:
+        self.reloads[result] += 1
 
 
 STATE: web.AppKey[ProxyState] = web.AppKey("state", ProxyState)

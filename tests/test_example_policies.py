@@ -212,6 +212,7 @@ def test_every_training_call_is_answered_and_every_tool_is_used() -> None:
 
 def test_training_arguments_are_json_strings_that_fit_the_schema() -> None:
     import jsonschema
+
     schemas = {tool["function"]["name"]: tool["function"]["parameters"] for tool in support_tools()}
 
     for example in training_examples():

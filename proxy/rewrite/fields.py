@@ -15,7 +15,8 @@ from proxy.rewrite.result import Body
 SYSTEM_ROLES = ("system", "developer")
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """How OpenAI's errors name a JSON value's type ("an array", "a string", …)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -33,7 +34,7 @@ def _json_type(value: Any) -> str:
 
 def invalid_type(param: str, expected: str, value: Any) -> InvalidRequest:
     return InvalidRequest(
-        f"Invalid type for '{param}': expected {expected}, but got {_json_type(value)} instead.",
+        f"Invalid type for '{param}': expected {expected}, but got {json_type(value)} instead.",
         param=param,
         code="invalid_type",
     )

@@ -114,7 +114,7 @@ def _untrained(
                 param="tool_choice",
                 code="unknown_tool",
             )
-        request.changes.append(Change(TOOL_DROPPED_UNKNOWN, name, _json_size(tool)))
+        request.changes.append(Change(TOOL_DROPPED_UNKNOWN, name, _bytes_saved(tool, None)))
         return None
     if spec.mode == "slim":
         return _slim_untrained(tool, name, index, request)
@@ -137,17 +137,19 @@ def _slim_untrained(
             code="invalid_value",
         ) from exc
     if slimmed is None:
-        request.changes.append(Change(TOOL_OMITTED, name, _json_size(tool)))
+        request.changes.append(Change(TOOL_OMITTED, name, _bytes_saved(tool, None)))
     elif slimmed is not tool:
-        saved = _json_size(tool) - _json_size(slimmed)
-        request.changes.append(Change(TOOL_SLIMMED, name, saved))
+        request.changes.append(Change(TOOL_SLIMMED, name, _bytes_saved(tool, slimmed)))
     return slimmed
 
 
-def _json_size(value: Any) -> int:
+def _bytes_saved(before: dict[str, Any], after: dict[str, Any] | None) -> int:
+    """Serialised bytes of `before` minus those of `after` (None: nothing left)."""
     try:
-        return len(jsonutil.dumps(value))
+        return len(jsonutil.dumps(before)) - (
+            len(jsonutil.dumps(after)) if after is not None else 0
+        )
     except TypeError:
         # orjson parses deeper nesting than it serialises (1024 vs 255 levels); such a tool
-        # is forwarded all the same and its bytes are not counted.
+        # is forwarded all the same, its bytes are not counted.
         return 0

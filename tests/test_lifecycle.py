@@ -1,0 +1,144 @@
+"""The real process with real signals: reload on SIGHUP and on file change, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+MESSAGES = [{"role": "user", "content": "Hello"}]
+
+
+def config(model: str) -> dict[str, Any]:
+    return {
+        "upstreams": {"local": {"kind": "mock"}},
+        "routes": {"chat": {"variants": [{"name": "v", "upstream": "local", "model": model}]}},
+    }
+
+
+@dataclass
+class Process:
+    proc: asyncio.subprocess.Process
+    url: str
+    lines: list[dict[str, Any]]
+
+    async def answered_model(self, session: aiohttp.ClientSession) -> str:
+        async with session.post(
+            f"{self.url}/v1/chat/completions", json={"model": "chat", "messages": MESSAGES}
+        ) as response:
+            assert response.status == 200
+            return str((await response.json())["model"])
+
+
+async def read_until(
+    proc: asyncio.subprocess.Process, lines: list[dict[str, Any]], event: str
+) -> dict[str, Any]:
+    assert proc.stderr is not None
+    async with asyncio.timeout(20):
+        while True:
+            raw = await proc.stderr.readline()
+            if not raw:
+                raise AssertionError(f"process ended before {event!r}: {lines}")
+            line = json.loads(raw)
+            lines.append(line)
+            if line.get("event") == event:
+                return line
+
+
+@asynccontextmanager
+async def serving(config_path: Path, *flags: str) -> AsyncIterator[Process]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "proxy",
+        "serve",
+        "-c",
+        str(config_path),
+        "--port",
+        "0",
+        *flags,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    lines: list[dict[str, Any]] = []
+    try:
+        listening = await read_until(proc, lines, "listening")
+        yield Process(proc, f"http://127.0.0.1:{listening['port']}", lines)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_sighup_reloads_and_a_broken_config_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "tuned-proxy.yaml"
+    path.write_text(yaml.safe_dump(config("model-one")))
+    async with serving(path) as server, aiohttp.ClientSession() as session:
+        assert await server.answered_model(session) == "model-one"
+
+        path.write_text(yaml.safe_dump(config("model-two")))
+        server.proc.send_signal(signal.SIGHUP)
+        await read_until(server.proc, server.lines, "config reloaded")
+        assert await server.answered_model(session) == "model-two"
+
+        broken = config("model-three")
+        broken["routes"]["chat"]["variants"][0]["upstream"] = "nowhere"
+        path.write_text(yaml.safe_dump(broken))
+        server.proc.send_signal(signal.SIGHUP)
+        refused = await read_until(
+            server.proc, server.lines, "config reload refused; the previous config keeps serving"
+        )
+        assert any("unknown upstream 'nowhere'" in error for error in refused["errors"])
+        assert await server.answered_model(session) == "model-two"
+
+
+async def test_watch_reloads_on_file_change(tmp_path: Path) -> None:
+    path = tmp_path / "tuned-proxy.yaml"
+    path.write_text(yaml.safe_dump(config("model-one")))
+    async with serving(path, "--watch") as server, aiohttp.ClientSession() as session:
+        assert await server.answered_model(session) == "model-one"
+        path.write_text(yaml.safe_dump(config("model-changed")))
+        await read_until(server.proc, server.lines, "config reloaded")
+        assert await server.answered_model(session) == "model-changed"
+
+
+async def until_refused(url: str) -> None:
+    """New connections are refused once the listener is closed (polled: no event to wait on)."""
+    async with asyncio.timeout(10), aiohttp.ClientSession() as fresh:
+        while True:
+            try:
+                async with fresh.get(url):
+                    pass
+            except aiohttp.ClientConnectionError:
+                return
+            await asyncio.sleep(0.05)
+
+
+async def test_sigterm_lets_a_stream_in_flight_finish_then_exits_0(tmp_path: Path) -> None:
+    path = tmp_path / "tuned-proxy.yaml"
+    path.write_text(yaml.safe_dump(config("ft-slow-150")))
+    async with serving(path, "--drain-timeout", "20") as server, aiohttp.ClientSession() as session:
+        async with session.post(
+            f"{server.url}/v1/chat/completions",
+            json={"model": "chat", "messages": MESSAGES, "stream": True},
+        ) as response:
+            assert response.status == 200
+            first = await response.content.readuntil(b"\n\n")
+            assert first.startswith(b"data: ")
+            server.proc.send_signal(signal.SIGTERM)
+            await read_until(server.proc, server.lines, "draining")
+            await until_refused(f"{server.url}/healthz")
+            rest = await response.content.read()
+        assert rest.endswith(b"data: [DONE]\n\n")
+        async with asyncio.timeout(20):
+            assert await server.proc.wait() == 0

@@ -1,0 +1,270 @@
+"""Properties of the rewrite over arbitrary JSON-shaped requests (hypothesis).
+
+Whatever a client sends, the rewrite either answers a 400 (InvalidRequest) or returns a
+body; it never mutates its input, gives the same answer twice, and a second rewrite of its
+own output changes nothing more.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from proxy import jsonutil
+from proxy.errors import InvalidRequest
+from proxy.policy import PASSTHROUGH, Policy, PolicySpec, build_policy
+from proxy.rewrite import ACTIONS, RewriteResult, rewrite
+
+
+def _tool(name: str, **function: Any) -> dict[str, Any]:
+    parameters = {
+        "type": "object",
+        "description": "Arguments.",
+        "properties": {
+            "description": {"type": "string", "description": "A property named description."},
+            "items": {"type": "array", "items": {"type": "string", "description": "One."}},
+        },
+        "required": ["description"],
+    }
+    return {"type": "function", "function": {"name": name, "parameters": parameters, **function}}
+
+
+TRAINING = [
+    _tool("lookup_order", description="Fetch an order."),
+    _tool("issue_refund", strict=True),
+    _tool("escalate"),
+]
+TRAINED_NAMES = [tool["function"]["name"] for tool in TRAINING]
+
+
+def _policy(name: str, spec: dict[str, Any], tools: list[dict[str, Any]] = TRAINING) -> Policy:
+    return build_policy(name, PolicySpec.model_validate(spec), tools)
+
+
+POLICIES = [
+    PASSTHROUGH,
+    _policy("defaults", {}, []),
+    _policy("identical-reject", {"tools": {"mode": "identical", "unknown": "reject"}}),
+    _policy(
+        "identical-everything",
+        {
+            "tools": {"mode": "identical", "unknown": "drop"},
+            "system_prompt": {"mode": "replace", "text": "Trained prompt."},
+            "parallel_tool_calls": False,
+            "tool_choice": {"on_user_turn": "required"},
+            "logit_bias": {"tokens": {"316": 5}, "when": "always", "sampling": "drop"},
+        },
+    ),
+    _policy(
+        "slim",
+        {
+            "tools": {
+                "mode": "slim",
+                "slim": {
+                    "default": "omit_descriptions",
+                    "functions": {"issue_refund": "omit_parameters", "escalate": "omit_function"},
+                    "drop_strict": True,
+                },
+            },
+            "system_prompt": {"mode": "prepend", "text": "Trained prompt."},
+            "logit_bias": {"tokens": {"316": 5}, "sampling": "skip_bias"},
+            "parallel_tool_calls": True,
+        },
+    ),
+    _policy(
+        "slim-untrained",
+        {
+            "tools": {"mode": "slim", "slim": {"default": "omit_parameters"}},
+            "system_prompt": {"mode": "if_missing", "text": "Trained prompt."},
+            "logit_bias": {"tokens": {"316": 5, "17": -3}},
+        },
+        [],
+    ),
+    _policy("slim-omit-all", {"tools": {"mode": "slim", "slim": {"default": "omit_function"}}}),
+    _policy("passthrough-drop", {"tools": {"unknown": "drop"}, "parallel_tool_calls": False}),
+]
+
+# JSON as orjson parses it: 64-bit integers, finite floats
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+names = st.sampled_from([*TRAINED_NAMES, "get_weather", "other"]) | st.text(max_size=6)
+
+SCHEMA_KEYS = [
+    "type",
+    "description",
+    "properties",
+    "items",
+    "anyOf",
+    "$defs",
+    "required",
+    "enum",
+    "strict",
+]
+schemas = st.recursive(
+    json_scalars,
+    lambda inner: (
+        st.dictionaries(st.sampled_from(SCHEMA_KEYS) | st.text(max_size=5), inner, max_size=4)
+        | st.lists(inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+function_objects = st.fixed_dictionaries(
+    {"name": names},
+    optional={"description": json_values, "parameters": schemas, "strict": json_values},
+)
+tools = st.one_of(
+    st.sampled_from(TRAINING),
+    st.fixed_dictionaries({"type": st.just("function"), "function": function_objects}),
+    st.fixed_dictionaries(
+        {"type": st.sampled_from(["function", "custom"])}, optional={"function": json_values}
+    ),
+    json_values,
+)
+named_choice = st.builds(lambda name: {"type": "function", "function": {"name": name}}, names)
+tool_choices = st.one_of(
+    st.sampled_from(["auto", "none", "required"]),
+    named_choice,
+    st.builds(
+        lambda chosen: {
+            "type": "allowed_tools",
+            "allowed_tools": {"mode": "auto", "tools": chosen},
+        },
+        st.lists(named_choice | json_values, max_size=3),
+    ),
+    json_values,
+)
+contents = st.none() | st.text(max_size=20) | st.just("Trained prompt. And more.") | json_values
+well_formed_messages = st.fixed_dictionaries(
+    {"role": st.sampled_from(["system", "developer", "user", "assistant", "tool", "function"])},
+    optional={
+        "content": contents,
+        "name": names,
+        "function_call": st.fixed_dictionaries({"name": names, "arguments": st.text(max_size=5)})
+        | json_values,
+        "tool_call_id": st.text(max_size=4),
+    },
+)
+messages = well_formed_messages | json_values
+well_formed_tools = st.one_of(
+    st.sampled_from(TRAINING),
+    st.fixed_dictionaries({"type": st.just("function"), "function": function_objects}),
+)
+common_fields = {
+    "tool_choice": tool_choices,
+    "parallel_tool_calls": st.booleans() | json_values,
+    "logit_bias": st.dictionaries(
+        st.text("0123456789", min_size=1, max_size=4), st.integers(-100, 100)
+    )
+    | json_values,
+    "temperature": st.none() | st.floats(0, 2),
+    "top_p": st.none() | st.floats(0, 1),
+    "future_field": json_values,
+}
+# Three families, so that most examples get past the first check: requests in the tools
+# shape, requests in the legacy shape, and anything at all.
+modern_bodies = st.fixed_dictionaries(
+    {"model": st.just("support-agent"), "messages": st.lists(well_formed_messages, max_size=5)},
+    optional={"tools": st.lists(well_formed_tools, min_size=1, max_size=5), **common_fields},
+)
+legacy_bodies = st.fixed_dictionaries(
+    {
+        "model": st.just("support-agent"),
+        "messages": st.lists(well_formed_messages, max_size=5),
+        "functions": st.lists(function_objects, max_size=3),
+    },
+    optional={
+        "function_call": st.sampled_from(["auto", "none"])
+        | st.builds(lambda n: {"name": n}, names),
+        "temperature": st.none() | st.floats(0, 2),
+    },
+)
+wild_bodies = st.fixed_dictionaries(
+    {"model": st.just("support-agent")},
+    optional={
+        "messages": st.lists(messages, max_size=5) | json_values,
+        "tools": st.lists(tools, max_size=5) | json_values,
+        "functions": st.lists(function_objects | json_values, max_size=3) | json_values,
+        "function_call": json_values,
+        **common_fields,
+    },
+)
+bodies = modern_bodies | legacy_bodies | wild_bodies
+policies = st.sampled_from(POLICIES)
+
+SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _rewrite_or_none(body: dict[str, Any], policy: Policy) -> RewriteResult | None:
+    """The result, or None for a 400; any other exception fails the test."""
+    try:
+        return rewrite(body, policy)
+    except InvalidRequest as refused:
+        error = refused
+    # a 400 always names the field it is about
+    assert isinstance(error.param, str)
+    assert error.param
+    return None
+
+
+@SETTINGS
+@given(body=bodies, policy=policies)
+def test_only_invalid_request_escapes_and_input_is_untouched(
+    body: dict[str, Any], policy: Policy
+) -> None:
+    original = copy.deepcopy(body)
+    original_bytes = jsonutil.dumps(body)
+    result = _rewrite_or_none(body, policy)
+    assert body == original
+    assert jsonutil.dumps(body) == original_bytes
+    if result is not None:
+        assert all(change.action in ACTIONS for change in result.changes)
+        assert all(change.bytes_removed >= 0 for change in result.changes)
+        assert result.body is not body
+
+
+@SETTINGS
+@given(body=bodies, policy=policies)
+def test_deterministic(body: dict[str, Any], policy: Policy) -> None:
+    first = _rewrite_or_none(body, policy)
+    second = _rewrite_or_none(body, policy)
+    if first is None:
+        assert second is None
+        return
+    assert jsonutil.dumps(first.body) == jsonutil.dumps(second.body)
+    assert first.changes == second.changes
+    assert first.legacy_functions == second.legacy_functions
+
+
+@SETTINGS
+@given(body=bodies, policy=policies)
+def test_idempotent(body: dict[str, Any], policy: Policy) -> None:
+    once = _rewrite_or_none(body, policy)
+    if once is None:
+        return
+    twice = rewrite(once.body, policy)
+    assert jsonutil.dumps(twice.body) == jsonutil.dumps(once.body)
+    # a skipped bias is reported each time it is skipped; nothing else may happen again
+    assert {change.action for change in twice.changes} <= {"logit_bias_skipped"}
+
+
+@SETTINGS
+@given(body=bodies)
+def test_passthrough_returns_the_body_unchanged(body: dict[str, Any]) -> None:
+    result = rewrite(body, PASSTHROUGH)
+    assert jsonutil.dumps(result.body) == jsonutil.dumps(body)
+    assert result.changes == []
