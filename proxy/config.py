@@ -48,6 +48,9 @@ class _UpstreamBase(_Strict):
     idle_timeout_s: float = Field(
         60.0, gt=0, description="longest wait for the next bytes (first byte included)"
     )
+    stream_usage: bool = Field(
+        True, description="ask streams for their usage chunk (servers without stream_options: off)"
+    )
 
 
 class OpenAIUpstream(_UpstreamBase):

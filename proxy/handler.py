@@ -6,6 +6,7 @@ Each stage is a call into its own module; this file only wires them in order.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -13,7 +14,7 @@ from aiohttp import web
 from proxy.config import Route, Target
 from proxy.errors import Overloaded, ProxyError
 from proxy.record import Attempt, RequestRecord
-from proxy.relay import StreamRelay, relay_error, relay_json
+from proxy.relay import StreamRelay, ask_for_stream_usage, relay_error, relay_json
 from proxy.request import parse_chat_body, read_body, requested_model
 from proxy.rewrite import RewriteResult
 from proxy.routing import find_route, select_variant
@@ -36,22 +37,34 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     record.stream = body.get("stream") is True
     first = select_variant(route, request.headers, body)
     state.shadows.maybe_send(route, body, record.request_id)
-    answer, result, target = await forward(state.upstreams, route, first, body, record)
+    sent = await forward(state.upstreams, route, first, body, record)
+    answer, legacy = sent.answer, sent.result.legacy_functions
     headers = {
         **answer.headers,
         "x-request-id": record.request_id,
         "x-tuned-proxy-route": route.name,
-        "x-tuned-proxy-variant": target.name,
+        "x-tuned-proxy-variant": sent.target.name,
     }
     try:
         if answer.status >= 400:
             return await relay_error(answer, headers, record)
         if record.stream and answer.content_type.startswith("text/event-stream"):
-            return await StreamRelay(record, result.legacy_functions).run(request, answer, headers)
-        return await relay_json(answer, headers, record, result.legacy_functions)
+            relay = StreamRelay(record, legacy, strip_usage=sent.strip_usage)
+            return await relay.run(request, answer, headers)
+        return await relay_json(answer, headers, record, legacy)
     finally:
         record.upstream_seconds += answer.wait_seconds
         await answer.close()
+
+
+@dataclass(frozen=True)
+class Sent:
+    """The attempt that answered: its answer, the rewrite that produced its request, its target."""
+
+    answer: UpstreamResponse
+    result: RewriteResult
+    target: Target
+    strip_usage: bool
 
 
 async def forward(
@@ -60,7 +73,7 @@ async def forward(
     first: Target,
     body: dict[str, Any],
     record: RequestRecord,
-) -> tuple[UpstreamResponse, RewriteResult, Target]:
+) -> Sent:
     """Send to the chosen variant, then down the route's fallback list while the failure allows.
 
     A fallback starts again from the client's body with its own policy. A client error (a 4xx
@@ -70,6 +83,7 @@ async def forward(
     for position, target in enumerate(targets):
         is_last = position == len(targets) - 1
         result = target.prepare(body)
+        strip_usage = target.upstream.stream_usage and ask_for_stream_usage(result.body)
         record.variant, record.upstream, record.changes = (
             target.name,
             target.upstream_name,
@@ -89,6 +103,6 @@ async def forward(
             record.upstream_seconds += time.perf_counter() - started
         attempt.status = answer.status
         if is_last or answer.status not in RETRYABLE_STATUSES:
-            return answer, result, target
+            return Sent(answer, result, target, strip_usage)
         await answer.close()
     raise AssertionError("unreachable: the last target always returns or raises")

@@ -8,8 +8,10 @@ final `data: {"error": …}` event so the client never hangs on a half-written s
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from aiohttp import web
 
@@ -23,6 +25,31 @@ from proxy.upstream import UpstreamResponse
 
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
 MAX_ERROR_BYTES = 1024 * 1024
+# The usage-only chunk that `stream_options.include_usage` adds: no choices, a usage object.
+_USAGE_CHUNK = re.compile(rb'"choices":\s*\[\s*\]')
+_HAS_USAGE = re.compile(rb'"usage":\s*\{')
+
+
+def ask_for_stream_usage(body: dict[str, Any]) -> bool:
+    """Make a stream report its usage so it can be counted.
+
+    Returns True when the client did not ask for it: its usage chunk is removed again.
+    `body` is the rewritten copy (its top level is ours to change, nested objects are not).
+    """
+    if body.get("stream") is not True:
+        return False
+    options = body.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage") is True:
+        return False
+    body["stream_options"] = {
+        **(options if isinstance(options, dict) else {}),
+        "include_usage": True,
+    }
+    return True
+
+
+def is_usage_chunk(data: bytes) -> bool:
+    return _USAGE_CHUNK.search(data) is not None and _HAS_USAGE.search(data) is not None
 
 
 async def relay_error(
@@ -74,9 +101,10 @@ async def relay_json(
 class StreamRelay:
     """Forwards one SSE answer to the client, event by event."""
 
-    def __init__(self, record: RequestRecord, legacy: bool):
+    def __init__(self, record: RequestRecord, legacy: bool, strip_usage: bool):
         self.record = record
         self.legacy = legacy
+        self.strip_usage = strip_usage
         self.splitter = EventSplitter()
         self.saw_done = False
         self.saw_error = False
@@ -128,6 +156,8 @@ class StreamRelay:
                 self.saw_error = True
             else:
                 observe_chunk_data(self.record, data)
+                if self.strip_usage and is_usage_chunk(data):
+                    continue  # we asked for it; the client did not
                 if self.legacy:
                     event = _legacy_event(data)
             out.append(event)

@@ -108,7 +108,8 @@ def test_full_schema(tmp_path: Path) -> None:
 def test_slim_definitions_are_prepared_at_load(tmp_path: Path) -> None:
     text = (
         "training_tools: tools.json\n"
-        "tools: {mode: slim, slim: {default: omit_descriptions, functions: {ping: omit_function}}}\n"
+        "tools: {mode: slim, slim: {default: omit_descriptions,"
+        " functions: {ping: omit_function}}}\n"
     )
     policy = load_policy(write_policy(tmp_path, text, [LOOKUP, PING]), "p")
     slimmed = policy.slimmed_tools["lookup_order"]

@@ -82,7 +82,8 @@ async def test_tool_call_non_stream(proxy: RunningProxy) -> None:
 async def test_stream_tool_call_deltas_are_intact(
     proxy: RunningProxy, fake_upstream: FakeUpstream
 ) -> None:
-    """The streamed bytes through the proxy are the upstream's bytes, event for event."""
+    """The streamed bytes through the proxy are the upstream's bytes, event for event, but for
+    the usage chunk the proxy asked for on the client's behalf and took out again."""
     request = {
         "model": "chat",
         "messages": WEATHER_QUESTION,
@@ -91,10 +92,16 @@ async def test_stream_tool_call_deltas_are_intact(
     }
     async with aiohttp.ClientSession() as session:
         through_proxy = await _post_raw(session, f"{proxy.url}/v1/chat/completions", request)
+        assert fake_upstream.last.body["stream_options"] == {"include_usage": True}
         direct = await _post_raw(
-            session, f"{fake_upstream.url}/v1/chat/completions", {**request, "model": "ft-model"}
+            session,
+            f"{fake_upstream.url}/v1/chat/completions",
+            {**request, "model": "ft-model", "stream_options": {"include_usage": True}},
         )
-    assert through_proxy == direct
+    direct_events = direct.split(b"\n\n")
+    usage_events = [e for e in direct_events if b'"choices":[]' in e]
+    assert len(usage_events) == 1
+    assert through_proxy.split(b"\n\n") == [e for e in direct_events if e not in usage_events]
     assert through_proxy.endswith(b"data: [DONE]\n\n")
 
     stream = await proxy.client().chat.completions.create(
@@ -122,6 +129,24 @@ async def _post_raw(session: aiohttp.ClientSession, url: str, body: dict[str, An
     async with session.post(url, json=body, headers=headers) as response:
         assert response.status == 200
         return await response.read()
+
+
+async def test_stream_usage_reaches_a_client_that_asked(
+    proxy: RunningProxy, fake_upstream: FakeUpstream
+) -> None:
+    stream = await proxy.client().chat.completions.create(
+        model="chat",
+        messages=WEATHER_QUESTION,
+        stream=True,
+        stream_options={"include_usage": True, "include_obfuscation": False},
+    )
+    usages = [chunk.usage async for chunk in stream if chunk.usage is not None]
+    assert len(usages) == 1
+    assert usages[0].prompt_tokens > 0
+    assert fake_upstream.last.body["stream_options"] == {
+        "include_usage": True,
+        "include_obfuscation": False,
+    }
 
 
 async def test_stream_text_via_sdk(proxy: RunningProxy) -> None:
