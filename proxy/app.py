@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
 import uuid
@@ -27,6 +28,7 @@ from proxy.upstream import Upstreams
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request the client abandoned
 # A client's request id is echoed only if it is short and printable (it goes into headers and logs).
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 logger = structlog.get_logger("tuned_proxy.app")
@@ -69,6 +71,12 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         if exc.status < 400:
             raise
         response = error_response(_as_proxy_error(exc), record.request_id)
+    except asyncio.CancelledError:
+        # The client went away (aiohttp cancels its handler): still count and log it.
+        record.client_disconnected = True
+        record.status = record.status or CLIENT_CLOSED_REQUEST
+        finish(request, record)
+        raise
     except Exception as exc:
         logger.exception("unhandled error", path=request.path)
         response = error_response(
@@ -80,9 +88,14 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     if not response.prepared:
         response.headers["x-request-id"] = record.request_id
         record.status = response.status
+    finish(request, record)
+    return response
+
+
+def finish(request: web.Request, record: RequestRecord) -> None:
+    """The record stage: the request's log line."""
     if request.path not in PUBLIC_PATHS:
         log_request(record)
-    return response
 
 
 def key_matches(presented: str, keys: tuple[str, ...]) -> bool:
@@ -105,7 +118,7 @@ def presented_key(request: web.Request) -> str:
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Client keys are checked before routing, so an unknown model without a key is a 401."""
     if request.path not in PUBLIC_PATHS:
-        keys = request.app[STATE].runtime.client_keys()
+        keys = request.app[STATE].runtime.client_keys
         if keys:
             key = presented_key(request)
             if not key:

@@ -69,7 +69,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from proxy.logs import configure_logging
     from proxy.server import refuse_open_bind, serve
 
-    configure_logging(args.log_level, args.log_format)
     path = _config_path(args)
     runtime = _load_or_report(path)
     if runtime is None:
@@ -82,6 +81,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"tuned-proxy: {refusal}", file=sys.stderr)
         return 2
     drain = args.drain_timeout if args.drain_timeout is not None else server.drain_timeout_s
+    configure_logging(args.log_level, args.log_format)
     asyncio.run(
         serve(runtime, host, port, config_path=path, watch=args.watch, drain_timeout_s=drain)
     )

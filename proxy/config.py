@@ -40,6 +40,10 @@ class ServerConfig(_Strict):
     drain_timeout_s: float = Field(
         30.0, ge=0, description="SIGTERM: time left to in-flight requests"
     )
+    max_in_flight: int = Field(
+        1024, gt=0, description="chat requests served at once; beyond it 503 at once, no queue"
+    )
+    body_timeout_s: float = Field(30.0, gt=0, description="longest time to receive a request body")
 
 
 class _UpstreamBase(_Strict):
@@ -159,12 +163,15 @@ class Runtime:
     config: ProxyConfig
     routes: dict[str, Route]
     policies: dict[str, Policy] = field(default_factory=dict)
+    # Read from the environment once per load (not per request).
+    client_keys: tuple[str, ...] = ()
 
-    def client_keys(self) -> tuple[str, ...]:
-        if not self.config.client_keys_env:
-            return ()
-        raw = os.environ.get(self.config.client_keys_env, "")
-        return tuple(key.strip() for key in raw.split(",") if key.strip())
+
+def read_client_keys(config: ProxyConfig) -> tuple[str, ...]:
+    if not config.client_keys_env:
+        return ()
+    raw = os.environ.get(config.client_keys_env, "")
+    return tuple(key.strip() for key in raw.split(",") if key.strip())
 
 
 def parse_config(path: Path) -> ProxyConfig:
@@ -264,7 +271,13 @@ class _Linker:
             self.error("routes", "at least one route is needed")
         if self.errors:
             raise ConfigError(self.errors)
-        return Runtime(path=self.file, config=self.config, routes=routes, policies=self.policies)
+        return Runtime(
+            path=self.file,
+            config=self.config,
+            routes=routes,
+            policies=self.policies,
+            client_keys=read_client_keys(self.config),
+        )
 
 
 def link_config(path: Path, config: ProxyConfig) -> Runtime:

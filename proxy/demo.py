@@ -201,7 +201,7 @@ async def run_demo() -> int:
     runtime = load_config(config_path)
     runner = await start_site(build_app(runtime), "127.0.0.1", 0)
     url = f"http://127.0.0.1:{bound_port(runner)}"
-    keys = runtime.client_keys()
+    keys = runtime.client_keys
     client = openai.AsyncOpenAI(
         base_url=f"{url}/v1", api_key=keys[0] if keys else "demo", max_retries=0, timeout=30
     )

@@ -75,6 +75,12 @@ class MethodNotAllowed(ProxyError):
     default_code = "method_not_allowed"
 
 
+class RequestTimeout(ProxyError):
+    status = 408
+    error_type = "invalid_request_error"
+    default_code = "request_timeout"
+
+
 class BodyTooLarge(ProxyError):
     status = 413
     error_type = "invalid_request_error"

@@ -12,13 +12,13 @@ from typing import Any
 from aiohttp import web
 
 from proxy.config import Route, Target
-from proxy.errors import Overloaded, ProxyError
+from proxy.errors import ProxyError
 from proxy.record import Attempt, RequestRecord
 from proxy.relay import StreamRelay, ask_for_stream_usage, relay_error, relay_json
 from proxy.request import parse_chat_body, read_body, requested_model
 from proxy.rewrite import RewriteResult
 from proxy.routing import find_route, select_variant
-from proxy.state import RECORD, STATE
+from proxy.state import RECORD, STATE, ProxyState
 from proxy.upstream import UpstreamResponse, Upstreams
 
 # Statuses after which the next fallback target is tried (before anything reached the client).
@@ -27,11 +27,15 @@ RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
-    if state.draining:
-        raise Overloaded("The proxy is shutting down; retry on another replica.", code="draining")
+    with state.admit():
+        return await serve_chat(request, state)
+
+
+async def serve_chat(request: web.Request, state: ProxyState) -> web.StreamResponse:
     runtime = state.runtime  # a reload during this request does not change what serves it
     record = request[RECORD]
-    body = parse_chat_body(await read_body(request, runtime.config.server.max_body_bytes))
+    limits = runtime.config.server
+    body = parse_chat_body(await read_body(request, limits.max_body_bytes, limits.body_timeout_s))
     route = find_route(runtime, requested_model(body, request.match_info.get("deployment")))
     record.route = route.name
     record.stream = body.get("stream") is True

@@ -11,6 +11,16 @@ longer constrained. The loader refuses a policy that would do that to a strict t
 function unless it says so with `tools.slim.drop_strict: true`. Request tools outside the
 training set are slimmed per request and lose `strict` the same way (reported as
 `tool_slimmed`).
+
+Choices the design leaves open, made here:
+- `tools.slim.default` is `keep`; the levels are not cumulative (`omit_parameters` keeps
+  the descriptions that are not inside `properties`).
+- `tools.unknown` also applies in `passthrough` mode: trained functions pass as sent,
+  the others are dropped or refused. Anything but `pass` needs `training_tools`.
+- Only function tools are the policy's business; other kinds (`custom`) pass as sent.
+- `system_prompt.prepend` inserts the text as its own message, before the first system
+  (or developer) message and with its role, unless that message already starts with it.
+- `legacy_functions: translate | pass`; the built-in `passthrough` policy passes.
 """
 
 from __future__ import annotations

@@ -159,7 +159,7 @@ class StreamRelay:
                 if self.strip_usage and is_usage_chunk(data):
                     continue  # we asked for it; the client did not
                 if self.legacy:
-                    event = _legacy_event(data)
+                    event = _legacy_event(event, data)
             out.append(event)
         return b"".join(out)
 
@@ -169,11 +169,13 @@ class StreamRelay:
         await response.write(format_event(jsonutil.dumps(error.body())))
 
 
-def _legacy_event(data: bytes) -> bytes:
+def _legacy_event(event: bytes, data: bytes) -> bytes:
+    """A chunk in the legacy `function_call` shape; the original bytes when nothing changes."""
     try:
         chunk = jsonutil.loads(data)
     except jsonutil.JSONDecodeError:
-        return format_event(data)
+        return event
     if not isinstance(chunk, dict):
-        return format_event(data)
-    return format_event(jsonutil.dumps(chunk_to_legacy(chunk)))
+        return event
+    translated = chunk_to_legacy(chunk)
+    return event if translated is chunk else format_event(jsonutil.dumps(translated))

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
 
 from proxy import jsonutil
-from proxy.errors import BodyTooLarge, InvalidRequest
+from proxy.errors import BodyTooLarge, InvalidRequest, RequestTimeout
 
 
-async def read_body(request: web.Request, max_bytes: int) -> bytes:
+async def read_body(request: web.Request, max_bytes: int, timeout_s: float) -> bytes:
+    """The whole body, refused early when too large and bounded in time (slow senders)."""
     declared = request.content_length
     if declared is not None and declared > max_bytes:
         raise BodyTooLarge(f"The request body is larger than {max_bytes} bytes.")
     try:
-        return await request.read()
+        async with asyncio.timeout(timeout_s):
+            return await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
         raise BodyTooLarge(f"The request body is larger than {max_bytes} bytes.") from exc
+    except TimeoutError as exc:
+        raise RequestTimeout(f"The request body did not arrive within {timeout_s:g} s.") from exc
 
 
 def parse_chat_body(raw: bytes) -> dict[str, Any]:

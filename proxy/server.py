@@ -33,7 +33,7 @@ def refuse_open_bind(runtime: Runtime, host: str, allow_unauthenticated: bool) -
     Without client keys the proxy would relay anyone's traffic with the upstream's credential,
     so it only binds a loopback address unless the operator says otherwise.
     """
-    if runtime.client_keys() or allow_unauthenticated or is_loopback(host):
+    if runtime.client_keys or allow_unauthenticated or is_loopback(host):
         return None
     env = runtime.config.client_keys_env
     hint = f"environment variable {env} is empty" if env else "the config sets no client_keys_env"

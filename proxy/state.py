@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from proxy.config import Runtime
+from proxy.errors import Overloaded
 from proxy.record import RequestRecord
 from proxy.shadow import ShadowSender
 from proxy.upstream import Upstreams
@@ -21,7 +24,26 @@ class ProxyState:
     upstreams: Upstreams
     shadows: ShadowSender
     draining: bool = False
+    in_flight: int = 0
     reloads: Counter[str] = field(default_factory=Counter)
+
+    @contextmanager
+    def admit(self) -> Iterator[None]:
+        """Count a chat request in flight, or refuse it at once: no queue grows behind a cap."""
+        if self.draining:
+            raise Overloaded(
+                "The proxy is shutting down; retry on another replica.", code="draining"
+            )
+        if self.in_flight >= self.runtime.config.server.max_in_flight:
+            raise Overloaded(
+                "Too many requests in flight on this proxy; retry shortly.",
+                code="too_many_requests_in_flight",
+            )
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
 
     def count_reload(self, result: str) -> None:
         self.reloads[result] += 1

@@ -228,3 +228,13 @@ def test_request_assistant_function_call_must_be_an_object() -> None:
     with pytest.raises(InvalidRequest) as refused:
         rewrite(body, TRANSLATE)
     assert refused.value.param == "messages[0].function_call"
+
+
+def test_request_null_tools_do_not_hide_the_translation() -> None:
+    body = {"model": "m", "messages": [], "functions": [{"name": "f"}], "tools": None}
+    assert rewrite(body, TRANSLATE).body == {
+        "model": "m",
+        "messages": [],
+        "tools": [{"type": "function", "function": {"name": "f"}}],
+        "parallel_tool_calls": False,
+    }

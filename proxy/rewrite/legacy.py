@@ -35,11 +35,14 @@ def translate_legacy_functions(body: Body, policy: Policy, changes: list[Change]
     _refuse_mixed(body, functions, function_call)
     translated: Body = {}
     for key, value in body.items():
-        if key == "functions" and value is not None:
-            translated["tools"] = _tools_from_functions(value)
-        elif key == "function_call" and value is not None:
-            translated["tool_choice"] = _tool_choice_from_function_call(value)
-        elif key not in ("functions", "function_call"):
+        if key == "functions":
+            if value is not None:
+                translated["tools"] = _tools_from_functions(value)
+        elif key == "function_call":
+            if value is not None:
+                translated["tool_choice"] = _tool_choice_from_function_call(value)
+        elif key not in ("tools", "tool_choice") or value is not None:
+            # a null `tools`/`tool_choice` is an absent one, which the translation fills
             translated[key] = value
     if translated.get("tools"):
         translated.setdefault("parallel_tool_calls", False)

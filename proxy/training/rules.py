@@ -1,0 +1,295 @@
+"""The rules about an example's shape: its keys, tool definitions, messages, weights, length.
+
+Each rule is a function of one example that yields findings; it reads only the view
+(`Example`) and the shared `Context`, and it never raises on a malformed example. The
+rules about calls and their answers are in `proxy.training.calls`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from proxy.rewrite.fields import json_type
+from proxy.training.example import Example, function_definitions
+from proxy.training.findings import Finding, error, warning
+from proxy.training.schemas import Schemas
+
+Format = Literal["openai", "azure"]
+
+# The fine-tuning limits (OpenAI contract notes, §5).
+MIN_EXAMPLES = 10
+DEFAULT_MAX_TOKENS = 65_536  # gpt-4o / gpt-4o-mini per-example training context
+MAX_TOOLS = 128
+
+EXAMPLE_KEYS = ("messages", "tools", "parallel_tool_calls", "functions")
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+# The keys each role may carry; anything else is likely a typo (`tool_call`, `toolCalls`).
+# `weight` is left out here: its own rule says where it belongs.
+MESSAGE_KEYS: dict[str, frozenset[str]] = {
+    "system": frozenset({"role", "content", "name"}),
+    "developer": frozenset({"role", "content", "name"}),
+    "user": frozenset({"role", "content", "name"}),
+    "assistant": frozenset(
+        {"role", "content", "name", "tool_calls", "function_call", "refusal", "weight"}
+    ),
+    "tool": frozenset({"role", "content", "tool_call_id"}),
+    "function": frozenset({"role", "content", "name"}),
+}
+FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+
+CONVERT_LEGACY = "convert the file with `tuned-proxy training rewrite`"
+
+
+@dataclass
+class Context:
+    """What the rules share across the examples of one file."""
+
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    schemas: Schemas = field(default_factory=Schemas)
+
+
+Rule = Callable[[Example, Context], Iterable[Finding]]
+
+
+def where(example: Example, index: int) -> str:
+    """`messages[3] (tool)`: the path, and the role that says which rules apply."""
+    role = example.role(index)
+    return f"messages[{index}]" + (f" ({role})" if role in ROLES else "")
+
+
+# --- before the view: the example's top level ----------------------------------------------
+
+
+def example_keys(data: dict[str, Any]) -> Iterator[Finding]:
+    """`messages` present and a non-empty array; the other top-level keys of the right type."""
+    messages = data.get("messages")
+    if messages is None:
+        yield error(
+            "no `messages`", 'each example is {"messages": [...]} with the whole conversation'
+        )
+    elif not isinstance(messages, list):
+        yield error(f"`messages` is {json_type(messages)}, not an array", "make it a list")
+    elif not messages:
+        yield error("`messages` is empty", "add the conversation, ending with the assistant")
+    for key in data:
+        if key not in EXAMPLE_KEYS:
+            yield warning(
+                f"unknown key `{key}`",
+                f"remove it: an example holds {', '.join(EXAMPLE_KEYS[:3])} "
+                "(and the deprecated functions)",
+            )
+    parallel = data.get("parallel_tool_calls")
+    if parallel is not None and not isinstance(parallel, bool):
+        yield error(
+            f"`parallel_tool_calls` is {json_type(parallel)}, not a boolean", "use true or false"
+        )
+
+
+# --- tools -----------------------------------------------------------------------------------
+
+
+def tools_format(example: Example, context: Context) -> Iterator[Finding]:
+    """`tools` and `functions` are arrays, not both; `functions` is deprecated; at most 128."""
+    data = example.data
+    for key in ("tools", "functions"):
+        value = data.get(key)
+        if value is not None and not isinstance(value, list):
+            yield error(f"`{key}` is {json_type(value)}, not an array", f"make `{key}` a list")
+        elif isinstance(value, list) and len(value) > MAX_TOOLS:
+            yield error(
+                f"`{key}` has {len(value)} entries; at most {MAX_TOOLS} are allowed",
+                "offer fewer functions in one example",
+            )
+    if data.get("tools") is not None and data.get("functions") is not None:
+        yield error("has both `tools` and the legacy `functions`", f"keep one: {CONVERT_LEGACY}")
+    if example.legacy:
+        yield warning(
+            "uses the deprecated `functions` format (functions, function_call, role function)",
+            f"{CONVERT_LEGACY}; the proxy serves fine-tuned models with tools",
+        )
+
+
+def tool_definitions(example: Example, context: Context) -> Iterator[Finding]:
+    """Each tool a function tool with a valid name, description and JSON Schema; no duplicates."""
+    tools = example.data.get("tools")
+    if isinstance(tools, list):
+        for index, tool in enumerate(tools):
+            yield from _tool_wrapper(tool, f"tools[{index}]")
+    first_path: dict[str, str] = {}
+    for path, function in function_definitions(example.data):
+        if not isinstance(function, dict):
+            yield error(f"{path} is {json_type(function)}, not an object", _DEFINITION)
+            continue
+        yield from _function_definition(function, path, context)
+        name = function.get("name")
+        if isinstance(name, str) and name in first_path:
+            yield error(
+                f"{path}: `{name}` is defined twice ({first_path[name]} and {path})",
+                "keep one definition per function",
+            )
+        elif isinstance(name, str):
+            first_path[name] = path
+
+
+_DEFINITION = '{"type": "function", "function": {"name", "description", "parameters"}}'
+
+
+def _tool_wrapper(tool: Any, path: str) -> Iterator[Finding]:
+    if not isinstance(tool, dict):
+        yield error(f"{path} is {json_type(tool)}, not an object", f"write it as {_DEFINITION}")
+    elif tool.get("type") != "function":
+        kind = tool.get("type")
+        yield error(
+            f"{path}: type is {_shown(kind)}; fine-tuning examples take function tools only",
+            f'write it as {_DEFINITION}, with "type": "function"',
+        )
+
+
+def _function_definition(function: dict[str, Any], path: str, context: Context) -> Iterator[Finding]:
+    name = function.get("name")
+    if not isinstance(name, str):
+        yield error(f"{path} has no name", "give the function a name")
+    elif not FUNCTION_NAME.fullmatch(name):
+        yield error(
+            f"{path}: name `{name}` is not valid",
+            "use letters, digits, _ and -, at most 64 characters",
+        )
+    description = function.get("description")
+    if description is not None and not isinstance(description, str):
+        yield error(f"{path}.description is {json_type(description)}, not a string", "fix it")
+    parameters = function.get("parameters")
+    if parameters is None:
+        return
+    if not isinstance(parameters, dict):
+        yield error(
+            f"{path}.parameters is {json_type(parameters)}, not an object",
+            'write a JSON Schema: {"type": "object", "properties": {...}}',
+        )
+        return
+    problem = context.schemas.problem(parameters)
+    if problem is not None:
+        yield error(
+            f"{path}.parameters is not a valid JSON Schema: {problem}", "correct the schema"
+        )
+
+
+def _shown(value: Any) -> str:
+    return f"`{value}`" if isinstance(value, str) else json_type(value)
+
+
+# --- messages --------------------------------------------------------------------------------
+
+
+def message_roles(example: Example, context: Context) -> Iterator[Finding]:
+    """Every message an object with a valid role, the content its role needs, no unknown keys."""
+    for index, message in enumerate(example.messages):
+        path = f"messages[{index}]"
+        if not isinstance(message, dict):
+            yield error(
+                f"{path} is {json_type(message)}, not an object",
+                'write it as {"role": ..., "content": ...}',
+            )
+            continue
+        role = message.get("role")
+        if role is None:
+            yield error(f"{path} has no role", f"set role to one of {', '.join(ROLES[:5])}")
+        elif role not in ROLES:
+            yield error(
+                f"{path}: role {_shown(role)} is not a valid role",
+                f"use one of {', '.join(ROLES[:5])}",
+            )
+        else:
+            yield from _content(message, role, where(example, index))
+            yield from _unknown_keys(message, role, where(example, index))
+
+
+def _content(message: dict[str, Any], role: str, path: str) -> Iterator[Finding]:
+    content = message.get("content")
+    if role == "assistant":
+        if content is None and not message.get("tool_calls") and not message.get("function_call"):
+            yield error(
+                f"{path} has neither content nor tool_calls",
+                "give the assistant's reply as content, or its calls as tool_calls",
+            )
+        elif content is not None and not isinstance(content, str | list):
+            yield error(f"{path}: content is {json_type(content)}", "make it a string")
+    elif role == "tool":
+        if not isinstance(content, str):
+            yield error(
+                f"{path}: content is {json_type(content)}, not a string",
+                "put the tool's result in one string; the fine-tuning validator rejects "
+                "content parts in tool messages",
+            )
+    elif role != "function" and not isinstance(content, str | list):
+        yield error(
+            f"{path}: content is {json_type(content)}"
+            + (", it is required" if content is None else ", not a string"),
+            f"give the {role} message's text as a string",
+        )
+
+
+def _unknown_keys(message: dict[str, Any], role: str, path: str) -> Iterator[Finding]:
+    for key in message:
+        if key not in MESSAGE_KEYS[role] and key != "weight":
+            yield warning(
+                f"{path}: unknown key `{key}`",
+                f"remove it; a {role} message holds {', '.join(sorted(MESSAGE_KEYS[role]))}",
+            )
+
+
+def weights(example: Example, context: Context) -> Iterator[Finding]:
+    """`weight` only on assistant messages, only 0 or 1; and something left to train."""
+    trained = 0
+    for index, message in enumerate(example.messages):
+        if not isinstance(message, dict):
+            continue
+        is_assistant = message.get("role") == "assistant"
+        trained += is_assistant and message.get("weight", 1) != 0
+        if "weight" not in message:
+            continue
+        weight = message["weight"]
+        if not is_assistant:
+            yield error(
+                f"{where(example, index)} has `weight`; only assistant messages take one",
+                "remove it: only assistant messages are trained, the others are context",
+            )
+        elif type(weight) is not int or weight not in (0, 1):
+            yield error(
+                f"{where(example, index)}: weight is {_value(weight)}; it must be 0 or 1",
+                "1 (the default) trains on the message, 0 keeps it as context only",
+            )
+    if trained == 0 and any(example.role(i) == "assistant" for i in range(len(example.messages))):
+        yield warning(
+            "every assistant message has weight 0: the example trains nothing",
+            "set weight 1 (or remove weight) on the turns the model should learn",
+        )
+
+
+def _value(value: Any) -> str:
+    text = repr(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    return text or json_type(value)
+
+
+def ends_with_assistant(example: Example, context: Context) -> Iterator[Finding]:
+    """The last message is the assistant's: only assistant messages are trained."""
+    last = len(example.messages) - 1
+    role = example.role(last)
+    if role != "assistant":
+        yield error(
+            f"the example ends with {where(example, last)}, not an assistant message",
+            "add the assistant's reply, or remove the messages after the last one",
+        )
+
+
+def token_limit(example: Example, context: Context) -> Iterator[Finding]:
+    """An example longer than the training context is cut from the end."""
+    tokens = example.estimated_tokens
+    if tokens > context.max_tokens:
+        yield warning(
+            f"about {tokens:,} tokens (estimated at 4 characters per token), over the "
+            f"{context.max_tokens:,}-token limit: training truncates it from the end",
+            "shorten or split the conversation, or pass --max-tokens for your base model",
+        )
