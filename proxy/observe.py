@@ -18,15 +18,7 @@ _INTERESTING = re.compile(rb'"finish_reason":\s*"|"usage":\s*\{|"name"\s*:')
 
 def observe_completion(record: RequestRecord, answer: dict[str, Any]) -> None:
     """Record what a non-streamed chat.completion reports."""
-    _observe_usage(record, answer.get("usage"))
-    for choice in _choices(answer):
-        reason = choice.get("finish_reason")
-        if isinstance(reason, str):
-            record.finish_reasons.append(reason)
-        message = choice.get("message")
-        if isinstance(message, dict):
-            _observe_tool_calls(record, message.get("tool_calls"))
-            _observe_function_call(record, message.get("function_call"))
+    _observe(record, answer, "message")
 
 
 def observe_chunk_data(record: RequestRecord, data: bytes) -> None:
@@ -39,15 +31,21 @@ def observe_chunk_data(record: RequestRecord, data: bytes) -> None:
         return
     if not isinstance(chunk, dict):
         return
-    _observe_usage(record, chunk.get("usage"))
-    for choice in _choices(chunk):
+    _observe(record, chunk, "delta")
+
+
+def _observe(record: RequestRecord, answer: dict[str, Any], part: str) -> None:
+    """Usage, finish reasons and tool calls of an answer whose choices carry `part`
+    (`message` in a completion, `delta` in a stream chunk)."""
+    _observe_usage(record, answer.get("usage"))
+    for choice in _choices(answer):
         reason = choice.get("finish_reason")
         if isinstance(reason, str):
             record.finish_reasons.append(reason)
-        delta = choice.get("delta")
-        if isinstance(delta, dict):
-            _observe_tool_calls(record, delta.get("tool_calls"))
-            _observe_function_call(record, delta.get("function_call"))
+        content = choice.get(part)
+        if isinstance(content, dict):
+            _observe_tool_calls(record, content.get("tool_calls"))
+            _observe_function_call(record, content.get("function_call"))
 
 
 def _choices(answer: dict[str, Any]) -> list[dict[str, Any]]:
