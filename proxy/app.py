@@ -7,10 +7,13 @@ import hmac
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import structlog
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
+from proxy.arguments import ArgumentChecker
 from proxy.config import Runtime
 from proxy.errors import (
     AuthenticationFailed,
@@ -21,6 +24,7 @@ from proxy.errors import (
     ProxyError,
 )
 from proxy.handler import chat_completions
+from proxy.metrics import Metrics
 from proxy.record import RequestRecord, log_request
 from proxy.shadow import ShadowSender
 from proxy.state import RECORD, STATE, ProxyState
@@ -93,9 +97,24 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
 
 
 def finish(request: web.Request, record: RequestRecord) -> None:
-    """The record stage: the request's log line."""
-    if request.path not in PUBLIC_PATHS:
-        log_request(record)
+    """The record stage: check answered arguments, count, and write the request's log line."""
+    if request.path in PUBLIC_PATHS:
+        return
+    state = request.app[STATE]
+    if record.argument_schemas is not None:
+        check_arguments(state.arguments, record, record.argument_schemas)
+    state.metrics.observe_request(record)
+    log_request(record)
+
+
+def check_arguments(
+    checker: ArgumentChecker, record: RequestRecord, schemas: dict[str, dict[str, Any]]
+) -> None:
+    """Count answered calls whose arguments break the full schema (the answer is unchanged)."""
+    for function, arguments in record.answered_arguments():
+        kind = checker.check(function, arguments, schemas.get(function))
+        if kind is not None:
+            record.argument_errors.append((function, kind))
 
 
 def key_matches(presented: str, keys: tuple[str, ...]) -> bool:
@@ -139,6 +158,11 @@ async def list_models(request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": data})
 
 
+async def metrics(request: web.Request) -> web.Response:
+    body, content_type = request.app[STATE].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -161,19 +185,26 @@ def add_routes(app: web.Application) -> None:
         app.router.add_post(path, chat_completions)
     for path in ("/v1/models", "/models", "/openai/models", "/openai/v1/models"):
         app.router.add_get(path, list_models)
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
 
 
-def build_app(runtime: Runtime, upstreams: Upstreams | None = None) -> web.Application:
-    """The proxy app for a loaded config. It owns its upstream session unless one is given."""
+def build_app(
+    runtime: Runtime, upstreams: Upstreams | None = None, registry: CollectorRegistry | None = None
+) -> web.Application:
+    """The proxy app for a loaded config, with its own upstream session and metrics registry."""
     app = web.Application(
         middlewares=[request_context, authenticate],
         client_max_size=runtime.config.server.max_body_bytes,
     )
     upstreams = upstreams or Upstreams()
-    shadows = ShadowSender(upstreams, runtime.config.server.shadow_max_in_flight)
-    state = ProxyState(runtime=runtime, upstreams=upstreams, shadows=shadows)
+    meters = Metrics(registry)
+    shadows = ShadowSender(
+        upstreams, runtime.config.server.shadow_max_in_flight, on_outcome=meters.observe_shadow
+    )
+    state = ProxyState(runtime=runtime, upstreams=upstreams, shadows=shadows, metrics=meters)
+    meters.in_flight.set_function(lambda: state.in_flight)
     app[STATE] = state
 
     async def upstream_session(app: web.Application) -> AsyncIterator[None]:

@@ -62,6 +62,8 @@ class ArgumentChecker:
 
     One checker serves the whole process (it holds no request state). Both caches are LRUs of
     at most `max_cached` entries, so a stream of distinct client schemas cannot grow memory.
+    A schema must not be changed in place once checked (the proxy never mutates request or
+    policy dicts): the identity cache would keep judging by the old content.
     """
 
     def __init__(self, max_cached: int = 256) -> None:

@@ -11,8 +11,9 @@ from typing import Any
 
 from aiohttp import web
 
+from proxy.arguments import full_schemas
 from proxy.config import Route, Target
-from proxy.errors import ProxyError
+from proxy.errors import ProxyError, UpstreamTimeout
 from proxy.record import Attempt, RequestRecord
 from proxy.relay import StreamRelay, ask_for_stream_usage, relay_error, relay_json
 from proxy.request import parse_chat_body, read_body, requested_model
@@ -88,25 +89,51 @@ async def forward(
         is_last = position == len(targets) - 1
         result = target.prepare(body)
         strip_usage = target.upstream.stream_usage and ask_for_stream_usage(result.body)
-        record.variant, record.upstream, record.changes = (
-            target.name,
-            target.upstream_name,
-            result.changes,
-        )
-        attempt = Attempt(target=target.name, upstream=target.upstream_name)
-        record.attempts.append(attempt)
+        attempt = begin_attempt(record, target, result, body)
         started = time.perf_counter()
         try:
             answer = await upstreams.send(target, result.body, record.request_id)
         except ProxyError as exc:
             attempt.error = exc.message
-            if is_last or exc.status < 500:
+            attempt.reason = "timeout" if isinstance(exc, UpstreamTimeout) else "connect"
+            if is_last:
                 raise
             continue
         finally:
             record.upstream_seconds += time.perf_counter() - started
         attempt.status = answer.status
+        attempt.reason = failure_reason(answer.status)
         if is_last or answer.status not in RETRYABLE_STATUSES:
             return Sent(answer, result, target, strip_usage)
         await answer.close()
     raise AssertionError("unreachable: the last target always returns or raises")
+
+
+def begin_attempt(
+    record: RequestRecord, target: Target, result: RewriteResult, body: dict[str, Any]
+) -> Attempt:
+    """Point the record at the target now being tried (a fallback replaces the previous one)."""
+    record.variant, record.upstream, record.changes = (
+        target.name,
+        target.upstream_name,
+        result.changes,
+    )
+    policy = target.policy
+    record.policy_functions = policy.function_names
+    record.argument_schemas = (
+        full_schemas(policy, body.get("tools") or body.get("functions"))
+        if policy.spec.validate_arguments
+        else None
+    )
+    attempt = Attempt(target=target.name, upstream=target.upstream_name)
+    record.attempts.append(attempt)
+    return attempt
+
+
+def failure_reason(status: int) -> str | None:
+    """A bounded label for an upstream status that counts as the upstream's failure."""
+    if status == 429:
+        return "status_429"
+    if status == 408:
+        return "status_408"
+    return "status_5xx" if status >= 500 else None

@@ -47,7 +47,6 @@ from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -60,6 +59,9 @@ from proxy.record import Attempt, RequestRecord
 from proxy.rewrite import ACTIONS
 
 PREFIX = "tuned_proxy_"
+# The classic text format's content type, which every scraper reads and which prometheus_client
+# itself answers a scraper that asks for nothing newer; our names need nothing newer.
+TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
 NOT_ROUTED = ""
 OTHER = "other"
 # Why an attempt failed when the record does not say (an older caller, an unforeseen path).
@@ -242,7 +244,7 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         """The body and content type of `GET /metrics` (Prometheus text format)."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), TEXT_FORMAT
 
 
 def _observe_answer(series: _VariantSeries, record: RequestRecord) -> None:

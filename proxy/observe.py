@@ -12,8 +12,10 @@ from typing import Any
 from proxy import jsonutil
 from proxy.record import RequestRecord
 
-# Chunks worth parsing: a finish reason, a usage block, or the first delta of a tool call.
+# Chunks worth parsing: a finish reason, a usage block, or the first delta of a tool call —
+# and every tool-call delta when arguments are checked.
 _INTERESTING = re.compile(rb'"finish_reason":\s*"|"usage":\s*\{|"name"\s*:')
+_TOOL_DELTA = re.compile(rb'"tool_calls"|"function_call"')
 
 
 def observe_completion(record: RequestRecord, answer: dict[str, Any]) -> None:
@@ -23,7 +25,9 @@ def observe_completion(record: RequestRecord, answer: dict[str, Any]) -> None:
 
 def observe_chunk_data(record: RequestRecord, data: bytes) -> None:
     """Record what one stream chunk's `data` payload reports, if anything."""
-    if not _INTERESTING.search(data):
+    if not _INTERESTING.search(data) and not (
+        record.argument_schemas is not None and _TOOL_DELTA.search(data)
+    ):
         return
     try:
         chunk = jsonutil.loads(data)
@@ -46,6 +50,27 @@ def _observe(record: RequestRecord, answer: dict[str, Any], part: str) -> None:
         if isinstance(content, dict):
             _observe_tool_calls(record, content.get("tool_calls"))
             _observe_function_call(record, content.get("function_call"))
+            if record.argument_schemas is not None:
+                _collect_arguments(record, content, streamed=part == "delta")
+
+
+def _collect_arguments(record: RequestRecord, content: dict[str, Any], streamed: bool) -> None:
+    """Keep each answered call's arguments for the check against the full schema."""
+    calls = content.get("tool_calls")
+    for call in calls if isinstance(calls, list) else []:
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            continue
+        name, arguments = function.get("name"), function.get("arguments")
+        if not streamed:
+            if isinstance(name, str) and isinstance(arguments, str):
+                record.call_arguments.append((name, arguments))
+            continue
+        index = call.get("index", 0)
+        if isinstance(name, str) and name and index not in record.streamed_calls:
+            record.streamed_calls[index] = (name, [])
+        if isinstance(arguments, str) and index in record.streamed_calls:
+            record.streamed_calls[index][1].append(arguments)
 
 
 def _choices(answer: dict[str, Any]) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
@@ -180,6 +181,11 @@ class Policy:
     )
     # function name -> its slimmed definition; filled in slim mode only
     slimmed_tools: Mapping[str, SlimmedTool] = field(default_factory=lambda: MappingProxyType({}))
+
+    @cached_property
+    def function_names(self) -> frozenset[str]:
+        """The training functions: the bounded set of function names metrics may label."""
+        return frozenset(self.training_tools)
 
     def full_schema(self, function: str) -> dict[str, Any] | None:
         """The training parameters schema of `function`; None when it is not a training function.

@@ -55,6 +55,15 @@ class RequestRecord:
     # (function, kind) for each answered tool call whose arguments failed the full schema;
     # kind is "json" (not valid JSON) or "schema" (valid JSON that breaks the schema).
     argument_errors: list[tuple[str, str]] = field(default_factory=list)
+    # Set when the serving policy checks tool-call arguments: function -> full schema.
+    argument_schemas: dict[str, dict[str, Any]] | None = None
+    # Answered calls' (function, arguments); streams join their fragments by index.
+    call_arguments: list[tuple[str, str]] = field(default_factory=list)
+    streamed_calls: dict[int, tuple[str, list[str]]] = field(default_factory=dict)
+
+    def answered_arguments(self) -> list[tuple[str, str]]:
+        streamed = [(name, "".join(parts)) for name, parts in self.streamed_calls.values()]
+        return self.call_arguments + streamed
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started

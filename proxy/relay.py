@@ -86,8 +86,10 @@ async def relay_json(
     try:
         parsed = jsonutil.loads(raw)
     except jsonutil.JSONDecodeError as exc:
+        blame_upstream(record, "invalid_response")
         raise UpstreamUnreachable("The upstream answered with a body that is not JSON.") from exc
     if not isinstance(parsed, dict):
+        blame_upstream(record, "invalid_response")
         raise UpstreamUnreachable("The upstream answered with JSON that is not an object.")
     observe_completion(record, parsed)
     if legacy:
@@ -166,7 +168,14 @@ class StreamRelay:
     async def _fail(self, response: web.StreamResponse, exc: Exception) -> None:
         error = exc if isinstance(exc, ProxyError) else UpstreamUnreachable(str(exc))
         self.record.error = error.message
+        blame_upstream(self.record, "timeout" if error.status == 504 else "broken_stream")
         await response.write(format_event(jsonutil.dumps(error.body())))
+
+
+def blame_upstream(record: RequestRecord, reason: str) -> None:
+    """The answering attempt failed after it started (counted as that upstream's error)."""
+    if record.attempts:
+        record.attempts[-1].reason = reason
 
 
 def _legacy_event(event: bytes, data: bytes) -> bytes:

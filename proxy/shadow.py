@@ -37,10 +37,12 @@ class ShadowSender:
         upstreams: Upstreams,
         max_in_flight: int = 32,
         rng: Callable[[], float] = random.random,
+        on_outcome: Callable[[str, str], None] | None = None,
     ):
         self.upstreams = upstreams
         self.max_in_flight = max_in_flight
         self.rng = rng
+        self.on_outcome = on_outcome
         self.tasks: set[asyncio.Task[None]] = set()
         self.outcomes: Counter[tuple[str, str]] = Counter()
 
@@ -62,6 +64,8 @@ class ShadowSender:
 
     def _count(self, route: str, outcome: str) -> None:
         self.outcomes[(route, outcome)] += 1
+        if self.on_outcome is not None:
+            self.on_outcome(route, outcome)
 
     async def _run(self, route: str, target: Target, body: dict[str, Any], request_id: str) -> None:
         record = RequestRecord(request_id=request_id, path="shadow")

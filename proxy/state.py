@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from proxy.arguments import ArgumentChecker
 from proxy.config import Runtime
 from proxy.errors import Overloaded
+from proxy.metrics import Metrics
 from proxy.record import RequestRecord
 from proxy.shadow import ShadowSender
 from proxy.upstream import Upstreams
@@ -23,9 +24,10 @@ class ProxyState:
     runtime: Runtime
     upstreams: Upstreams
     shadows: ShadowSender
+    metrics: Metrics
+    arguments: ArgumentChecker = field(default_factory=ArgumentChecker)
     draining: bool = False
     in_flight: int = 0
-    reloads: Counter[str] = field(default_factory=Counter)
 
     @contextmanager
     def admit(self) -> Iterator[None]:
@@ -46,7 +48,7 @@ class ProxyState:
             self.in_flight -= 1
 
     def count_reload(self, result: str) -> None:
-        self.reloads[result] += 1
+        self.metrics.observe_reload(result)
 
 
 STATE: web.AppKey[ProxyState] = web.AppKey("state", ProxyState)

@@ -370,7 +370,7 @@ def test_render_serves_the_prometheus_text_format() -> None:
     metrics = Metrics()
     metrics.observe_request(full_record(), total_seconds=1)
     body, content_type = metrics.render()
-    assert content_type.startswith("text/plain; version=0.0.4")
+    assert content_type == "text/plain; version=0.0.4; charset=utf-8"
     assert b"# TYPE tuned_proxy_request_duration_seconds histogram" in body
     samples = scrape(metrics)
     assert (

@@ -2,80 +2,110 @@
 
 The view is tolerant: it never raises on a malformed example. It keeps what is well formed
 (the offered functions, the calls) and leaves every shape problem to the rule that reports
-it, so one mistake is reported once and does not hide the others.
+it, so one mistake is reported once and does not hide the others. It is computed once per
+example because a large file has hundreds of thousands of them and a dozen rules read it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple
 
-from proxy import jsonutil
-
-# No tokenizer is available offline: about four characters of English make one token, and
-# an example's compact JSON is close to what the model reads (a little more, so the
-# estimate errs on the side of warning).
-CHARS_PER_TOKEN = 4
-
-# Where an assistant's calls live: `tool_calls` (a list) or the legacy `function_call`.
-TOOL_CALLS = "tool_calls"
-FUNCTION_CALL = "function_call"
+# No tokenizer is available offline: about four characters of English make one token. The
+# estimate counts the bytes of the example's line, which are a few more than the characters
+# the model reads (JSON punctuation, escapes, multi-byte UTF-8), so it errs on the side of
+# warning; and it costs nothing to compute on a file of a million lines.
+BYTES_PER_TOKEN = 4
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Call:
     """One function call of an assistant message, in either format."""
 
-    where: str  # the call's path, e.g. `messages[2].tool_calls[0]`
     message: int  # index of the assistant message that makes it
+    position: int  # index in its `tool_calls`; 0 for a legacy call
     raw: Any  # the call object as written
     legacy: bool  # a `function_call`: no id, no type, answered by a `function` message
+    function: dict[str, Any] | None  # the object holding `name` and `arguments`
+    name: str | None
+    id: Any  # as written; None for a legacy call
 
     @property
-    def function(self) -> dict[str, Any] | None:
-        """The object holding `name` and `arguments`."""
-        if not isinstance(self.raw, dict):
-            return None
-        function = self.raw if self.legacy else self.raw.get("function")
-        return function if isinstance(function, dict) else None
-
-    @property
-    def name(self) -> str | None:
-        name = self.function.get("name") if self.function is not None else None
-        return name if isinstance(name, str) else None
-
-    @property
-    def id(self) -> Any:
-        return None if self.legacy or not isinstance(self.raw, dict) else self.raw.get("id")
+    def where(self) -> str:
+        """The call's path, e.g. `messages[2].tool_calls[0]`."""
+        if self.legacy:
+            return f"messages[{self.message}].function_call"
+        return f"messages[{self.message}].tool_calls[{self.position}]"
 
     @property
     def function_path(self) -> str:
         return self.where if self.legacy else f"{self.where}.function"
 
 
+def _call(message: int, position: int, raw: Any, *, legacy: bool) -> Call:
+    function = (raw if legacy else raw.get("function")) if isinstance(raw, dict) else None
+    if not isinstance(function, dict):
+        function = None
+    name = function.get("name") if function is not None else None
+    call_id = raw.get("id") if isinstance(raw, dict) and not legacy else None
+    return Call(
+        message=message,
+        position=position,
+        raw=raw,
+        legacy=legacy,
+        function=function,
+        name=name if isinstance(name, str) else None,
+        id=call_id,
+    )
+
+
+class Definition(NamedTuple):
+    """A function definition as written: `tools[i].function` or legacy `functions[i]`."""
+
+    key: str  # "tools" or "functions"
+    position: int  # in that array
+    tool: Any  # the tool as written; for a legacy function, the function itself
+    function: Any
+
+    @property
+    def path(self) -> str:
+        return (
+            f"tools[{self.position}].function"
+            if self.key == "tools"
+            else f"functions[{self.position}]"
+        )
+
+
 @dataclass(frozen=True)
 class Example:
     data: dict[str, Any]
     messages: list[Any]
-    # function name -> its definition (`{name, description?, parameters?}`), from `tools`
-    # and the legacy `functions`; only well-formed entries, the first of duplicates
+    roles: list[str | None]  # per message; None when it is not an object or has no string role
+    definitions: list[Definition]  # every function tool and legacy function, as written
+    # function name -> its definition (`{name, description?, parameters?}`); only
+    # well-formed entries, the first of duplicates
     functions: dict[str, dict[str, Any]]
-    calls: list[Call]
+    calls_by_message: dict[int, list[Call]]  # assistant message index -> its calls
+    size: int  # bytes of the example's line
+
+    @cached_property
+    def calls(self) -> list[Call]:
+        return [call for calls in self.calls_by_message.values() for call in calls]
 
     @cached_property
     def legacy(self) -> bool:
         """Whether the example uses the deprecated `functions` format anywhere."""
-        return "functions" in self.data or any(call.legacy for call in self.calls) or any(
-            isinstance(message, dict) and message.get("role") == "function"
-            for message in self.messages
+        return (
+            "functions" in self.data
+            or "function" in self.roles
+            or any(call.legacy for call in self.calls)
         )
 
-    @cached_property
+    @property
     def estimated_tokens(self) -> int:
-        """Tokens of the example, estimated from the characters of its compact JSON."""
-        characters = len(jsonutil.dumps(self.data).decode())
-        return -(-characters // CHARS_PER_TOKEN)
+        """Tokens of the example, estimated from the bytes of its line."""
+        return -(-self.size // BYTES_PER_TOKEN)
 
     @property
     def parallel_tool_calls(self) -> bool:
@@ -86,58 +116,55 @@ class Example:
         message = self.messages[index]
         return message if isinstance(message, dict) else None
 
-    def role(self, index: int) -> str | None:
-        message = self.message(index)
-        role = message.get("role") if message is not None else None
-        return role if isinstance(role, str) else None
 
-
-def read_example(data: dict[str, Any]) -> Example | None:
-    """The view of `data`; None when it has no non-empty `messages` list to look at."""
+def read_example(data: dict[str, Any], size: int = 0) -> Example | None:
+    """The view of `data`, whose line has `size` bytes; None when it has no messages to read."""
     messages = data.get("messages")
     if not isinstance(messages, list) or not messages:
         return None
-    return Example(
-        data=data,
-        messages=messages,
-        functions=offered_functions(data),
-        calls=[call for index, message in enumerate(messages) for call in _calls(index, message)],
-    )
-
-
-def offered_functions(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    roles: list[str | None] = []
+    calls: dict[int, list[Call]] = {}
+    for index, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        roles.append(role if isinstance(role, str) else None)
+        if role == "assistant":
+            message_calls = _calls(index, message)
+            if message_calls:
+                calls[index] = message_calls
+    definitions = function_definitions(data)
     functions: dict[str, dict[str, Any]] = {}
-    for _, function in function_definitions(data):
+    for definition in definitions:
+        function = definition.function
         if isinstance(function, dict) and isinstance(function.get("name"), str):
             functions.setdefault(function["name"], function)
-    return functions
+    return Example(data, messages, roles, definitions, functions, calls, size)
 
 
-def function_definitions(data: dict[str, Any]) -> list[tuple[str, Any]]:
-    """(path, function object) for every function tool and legacy function, as written."""
-    found: list[tuple[str, Any]] = []
+def function_definitions(data: dict[str, Any]) -> list[Definition]:
+    """Every function tool and legacy function of `data`, as written."""
+    found: list[Definition] = []
     tools = data.get("tools")
     if isinstance(tools, list):
         for index, tool in enumerate(tools):
             if isinstance(tool, dict) and tool.get("type") == "function":
-                found.append((f"tools[{index}].function", tool.get("function")))
+                found.append(Definition("tools", index, tool, tool.get("function")))
     functions = data.get("functions")
     if isinstance(functions, list):
-        found.extend((f"functions[{index}]", function) for index, function in enumerate(functions))
+        found.extend(
+            Definition("functions", index, function, function)
+            for index, function in enumerate(functions)
+        )
     return found
 
 
-def _calls(index: int, message: Any) -> list[Call]:
-    if not isinstance(message, dict) or message.get("role") != "assistant":
-        return []
-    where = f"messages[{index}]"
+def _calls(index: int, message: dict[str, Any]) -> list[Call]:
     calls = []
-    tool_calls = message.get(TOOL_CALLS)
+    tool_calls = message.get("tool_calls")
     if isinstance(tool_calls, list):
         calls = [
-            Call(f"{where}.{TOOL_CALLS}[{position}]", index, call, legacy=False)
-            for position, call in enumerate(tool_calls)
+            _call(index, position, raw, legacy=False) for position, raw in enumerate(tool_calls)
         ]
-    if message.get(FUNCTION_CALL) is not None:
-        calls.append(Call(f"{where}.{FUNCTION_CALL}", index, message[FUNCTION_CALL], legacy=True))
+    function_call = message.get("function_call")
+    if function_call is not None:
+        calls.append(_call(index, 0, function_call, legacy=True))
     return calls

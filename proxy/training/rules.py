@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from proxy.rewrite.fields import json_type
-from proxy.training.example import Example, function_definitions
+from proxy.training.example import Example
 from proxy.training.findings import Finding, error, warning
 from proxy.training.schemas import Schemas
 
@@ -56,7 +56,7 @@ Rule = Callable[[Example, Context], Iterable[Finding]]
 
 def where(example: Example, index: int) -> str:
     """`messages[3] (tool)`: the path, and the role that says which rules apply."""
-    role = example.role(index)
+    role = example.roles[index]
     return f"messages[{index}]" + (f" ({role})" if role in ROLES else "")
 
 
@@ -117,9 +117,10 @@ def tool_definitions(example: Example, context: Context) -> Iterator[Finding]:
     tools = example.data.get("tools")
     if isinstance(tools, list):
         for index, tool in enumerate(tools):
-            yield from _tool_wrapper(tool, f"tools[{index}]")
+            yield from _tool_wrapper(tool, index)
     first_path: dict[str, str] = {}
-    for path, function in function_definitions(example.data):
+    for definition in example.definitions:
+        function, path = definition.function, definition.path
         if not isinstance(function, dict):
             yield error(f"{path} is {json_type(function)}, not an object", _DEFINITION)
             continue
@@ -137,7 +138,10 @@ def tool_definitions(example: Example, context: Context) -> Iterator[Finding]:
 _DEFINITION = '{"type": "function", "function": {"name", "description", "parameters"}}'
 
 
-def _tool_wrapper(tool: Any, path: str) -> Iterator[Finding]:
+def _tool_wrapper(tool: Any, index: int) -> Iterator[Finding]:
+    if isinstance(tool, dict) and tool.get("type") == "function":
+        return
+    path = f"tools[{index}]"
     if not isinstance(tool, dict):
         yield error(f"{path} is {json_type(tool)}, not an object", f"write it as {_DEFINITION}")
     elif tool.get("type") != "function":
@@ -148,7 +152,9 @@ def _tool_wrapper(tool: Any, path: str) -> Iterator[Finding]:
         )
 
 
-def _function_definition(function: dict[str, Any], path: str, context: Context) -> Iterator[Finding]:
+def _function_definition(
+    function: dict[str, Any], path: str, context: Context
+) -> Iterator[Finding]:
     name = function.get("name")
     if not isinstance(name, str):
         yield error(f"{path} has no name", "give the function a name")
@@ -186,57 +192,70 @@ def _shown(value: Any) -> str:
 def message_roles(example: Example, context: Context) -> Iterator[Finding]:
     """Every message an object with a valid role, the content its role needs, no unknown keys."""
     for index, message in enumerate(example.messages):
-        path = f"messages[{index}]"
         if not isinstance(message, dict):
             yield error(
-                f"{path} is {json_type(message)}, not an object",
+                f"messages[{index}] is {json_type(message)}, not an object",
                 'write it as {"role": ..., "content": ...}',
             )
             continue
         role = message.get("role")
         if role is None:
-            yield error(f"{path} has no role", f"set role to one of {', '.join(ROLES[:5])}")
+            yield error(
+                f"messages[{index}] has no role", f"set role to one of {', '.join(ROLES[:5])}"
+            )
         elif role not in ROLES:
             yield error(
-                f"{path}: role {_shown(role)} is not a valid role",
+                f"messages[{index}]: role {_shown(role)} is not a valid role",
                 f"use one of {', '.join(ROLES[:5])}",
             )
-        else:
-            yield from _content(message, role, where(example, index))
-            yield from _unknown_keys(message, role, where(example, index))
+        elif not _plain(message, role):
+            yield from _content(example, index, message, role)
+            yield from _unknown_keys(example, index, message, role)
 
 
-def _content(message: dict[str, Any], role: str, path: str) -> Iterator[Finding]:
+def _plain(message: dict[str, Any], role: str) -> bool:
+    """The common case (string content, known keys), decided without building any finding."""
+    return isinstance(message.get("content"), str) and message.keys() <= MESSAGE_KEYS[role]
+
+
+def _content(example: Example, index: int, message: dict[str, Any], role: str) -> Iterator[Finding]:
     content = message.get("content")
     if role == "assistant":
         if content is None and not message.get("tool_calls") and not message.get("function_call"):
             yield error(
-                f"{path} has neither content nor tool_calls",
+                f"{where(example, index)} has neither content nor tool_calls",
                 "give the assistant's reply as content, or its calls as tool_calls",
             )
         elif content is not None and not isinstance(content, str | list):
-            yield error(f"{path}: content is {json_type(content)}", "make it a string")
-    elif role == "tool":
+            yield error(
+                f"{where(example, index)}: content is {json_type(content)}", "make it a string"
+            )
+    elif role in ("tool", "function"):
         if not isinstance(content, str):
             yield error(
-                f"{path}: content is {json_type(content)}, not a string",
+                f"{where(example, index)}: content is {json_type(content)}, not a string",
                 "put the tool's result in one string; the fine-tuning validator rejects "
                 "content parts in tool messages",
             )
-    elif role != "function" and not isinstance(content, str | list):
+    elif not isinstance(content, str | list):
         yield error(
-            f"{path}: content is {json_type(content)}"
+            f"{where(example, index)}: content is {json_type(content)}"
             + (", it is required" if content is None else ", not a string"),
             f"give the {role} message's text as a string",
         )
 
 
-def _unknown_keys(message: dict[str, Any], role: str, path: str) -> Iterator[Finding]:
+def _unknown_keys(
+    example: Example, index: int, message: dict[str, Any], role: str
+) -> Iterator[Finding]:
+    allowed = MESSAGE_KEYS[role]
+    if message.keys() <= allowed:
+        return  # the common case, checked without a loop
     for key in message:
-        if key not in MESSAGE_KEYS[role] and key != "weight":
+        if key not in allowed and key != "weight":
             yield warning(
-                f"{path}: unknown key `{key}`",
-                f"remove it; a {role} message holds {', '.join(sorted(MESSAGE_KEYS[role]))}",
+                f"{where(example, index)}: unknown key `{key}`",
+                f"remove it; a {role} message holds {', '.join(sorted(allowed))}",
             )
 
 
@@ -261,7 +280,7 @@ def weights(example: Example, context: Context) -> Iterator[Finding]:
                 f"{where(example, index)}: weight is {_value(weight)}; it must be 0 or 1",
                 "1 (the default) trains on the message, 0 keeps it as context only",
             )
-    if trained == 0 and any(example.role(i) == "assistant" for i in range(len(example.messages))):
+    if trained == 0 and "assistant" in example.roles:
         yield warning(
             "every assistant message has weight 0: the example trains nothing",
             "set weight 1 (or remove weight) on the turns the model should learn",
@@ -276,8 +295,7 @@ def _value(value: Any) -> str:
 def ends_with_assistant(example: Example, context: Context) -> Iterator[Finding]:
     """The last message is the assistant's: only assistant messages are trained."""
     last = len(example.messages) - 1
-    role = example.role(last)
-    if role != "assistant":
+    if example.roles[last] != "assistant":
         yield error(
             f"the example ends with {where(example, last)}, not an assistant message",
             "add the assistant's reply, or remove the messages after the last one",
@@ -289,7 +307,7 @@ def token_limit(example: Example, context: Context) -> Iterator[Finding]:
     tokens = example.estimated_tokens
     if tokens > context.max_tokens:
         yield warning(
-            f"about {tokens:,} tokens (estimated at 4 characters per token), over the "
+            f"about {tokens:,} tokens (estimated at 4 bytes per token), over the "
             f"{context.max_tokens:,}-token limit: training truncates it from the end",
             "shorten or split the conversation, or pass --max-tokens for your base model",
         )

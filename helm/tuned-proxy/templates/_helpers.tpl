@@ -115,12 +115,15 @@ routes:
 {{- default (include "tuned-proxy.fullname" .) .Values.existingConfigMap }}
 {{- end }}
 
-{{/* A policy file's text: text as given, a map as YAML (JSON for a .json name). */}}
+{{/*
+A policy file's text: text as given, a map as YAML. Tool files (.json) must be text: Helm sorts a
+map's keys, and a model fine-tuned on tool definitions should see them in their training order.
+*/}}
 {{- define "tuned-proxy.policyText" -}}
 {{- if kindIs "string" .content }}
 {{- .content }}
 {{- else if hasSuffix ".json" .name }}
-{{- toPrettyJson .content }}
+{{- fail (printf "policies.%s: give a .json file as text (e.g. --set-file), not a map: Helm would reorder its keys" .name) }}
 {{- else }}
 {{- toYaml .content }}
 {{- end }}

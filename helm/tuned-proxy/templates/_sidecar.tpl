@@ -23,7 +23,7 @@ is the same Pod as plain manifests.
 
 {{/* The proxy container, as one item of a containers or initContainers list. */}}
 {{- define "tuned-proxy.sidecar.container" -}}
-{{- $port := .Values.sidecar.port }}
+{{- $port := .Values.sidecar.port -}}
 - name: tuned-proxy
   image: {{ include "tuned-proxy.image" . | quote }}
   imagePullPolicy: {{ .Values.image.pullPolicy }}
@@ -37,7 +37,7 @@ is the same Pod as plain manifests.
     - name: tuned-proxy
       containerPort: {{ $port }}
       protocol: TCP
-  {{- with include "tuned-proxy.upstreamEnv" . }}
+  {{- with include "tuned-proxy.upstreamEnv" . | trim }}
   env:
     {{- . | nindent 4 }}
   {{- end }}

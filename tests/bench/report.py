@@ -1,0 +1,241 @@
+"""The benchmark's Markdown report: medians per cell, ratios to the floor, the bar of issue 7."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import bench_rewrite
+import bench_streams
+from harness import median
+from load import CONCURRENCY, DIRECT, FLOOR, MODES, SLIM, TARGET_ORDER, TUNED, Sample
+
+Figure = Callable[[Sample], float]
+
+
+def p50(sample: Sample) -> float:
+    return sample.p50_us
+
+
+def p99(sample: Sample) -> float:
+    return sample.p99_us
+
+
+def rps(sample: Sample) -> float:
+    return sample.rps
+
+
+def cpu(sample: Sample) -> float:
+    return sample.cpu_us_per_request
+
+
+@dataclass(frozen=True)
+class LoadResults:
+    """The samples of the load part, read per (target, mode, concurrency) cell."""
+
+    samples: Sequence[Sample]
+
+    def cell(self, target: str, mode: str, connections: int) -> list[Sample]:
+        key = (target, mode, connections)
+        return [s for s in self.samples if (s.target, s.mode, s.connections) == key]
+
+    def median(self, target: str, mode: str, connections: int, figure: Figure) -> float:
+        return median([figure(sample) for sample in self.cell(target, mode, connections)])
+
+    def errors(self, target: str, mode: str, connections: int) -> int:
+        return sum(sample.errors for sample in self.cell(target, mode, connections))
+
+    def capped(self, target: str, mode: str, connections: int) -> bool:
+        return any(sample.capped for sample in self.cell(target, mode, connections))
+
+    def added_p50_us(self, target: str, mode: str) -> float:
+        """Median over repetitions of (target p50 − direct p50) at c=1, paired by repetition."""
+        direct = {sample.rep: sample.p50_us for sample in self.cell(DIRECT, mode, 1)}
+        return median([s.p50_us - direct[s.rep] for s in self.cell(target, mode, 1)])
+
+    def to_floor(self, target: str, mode: str, connections: int, figure: Figure) -> float:
+        """`figure` of `target` divided by the forwarder's, medians of both."""
+        floor = self.median(FLOOR, mode, connections, figure)
+        return self.median(target, mode, connections, figure) / floor
+
+    def added_to_floor(self, target: str, mode: str) -> float:
+        return self.added_p50_us(target, mode) / self.added_p50_us(FLOOR, mode)
+
+
+def markdown(header: Sequence[str], align: str, rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table; `align` has one letter per column, l or r."""
+    rule = ["---:" if side == "r" else "---" for side in align]
+    lines = [header, rule, *rows]
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+
+
+def latency_table(results: LoadResults) -> str:
+    rows = []
+    for mode in MODES:
+        for target in TARGET_ORDER:
+            added = "–" if target == DIRECT else f"{results.added_p50_us(target, mode):.0f}"
+            rows.append(
+                [
+                    mode,
+                    target,
+                    f"{results.median(target, mode, 1, p50):.0f}",
+                    f"{results.median(target, mode, 1, p99):.0f}",
+                    added,
+                    f"{results.median(target, mode, 1, cpu):.0f}",
+                    str(results.errors(target, mode, 1)),
+                ]
+            )
+    header = ["mode", "target", "p50 µs", "p99 µs", "added p50 µs", "CPU µs/request", "errors"]
+    return markdown(header, "llrrrrr", rows)
+
+
+def throughput_table(results: LoadResults) -> str:
+    rows = []
+    for mode in MODES:
+        for connections in CONCURRENCY[1:]:
+            for target in TARGET_ORDER:
+                capped = " (capped)" if results.capped(target, mode, connections) else ""
+                ratio = results.to_floor(target, mode, connections, rps)
+                rows.append(
+                    [
+                        mode,
+                        str(connections),
+                        target,
+                        f"{results.median(target, mode, connections, rps):.0f}{capped}",
+                        "–" if target in (DIRECT, FLOOR) else f"{ratio:.2f}",
+                        f"{results.median(target, mode, connections, p50) / 1000:.2f}",
+                        f"{results.median(target, mode, connections, p99) / 1000:.2f}",
+                        f"{results.median(target, mode, connections, cpu):.0f}",
+                        str(results.errors(target, mode, connections)),
+                    ]
+                )
+    header = ["mode", "c", "target", "req/s", "× forwarder", "p50 ms", "p99 ms"]
+    header += ["CPU µs/request", "errors"]
+    return markdown(header, "lrlrrrrrr", rows)
+
+
+def ratio_table(results: LoadResults) -> str:
+    """tuned-proxy ÷ forwarder: below 1 is slower (req/s), above 1 costs more (latency, CPU)."""
+    rows = [
+        [
+            mode,
+            target.removeprefix("tuned-proxy "),
+            f"{results.to_floor(target, mode, 32, rps):.2f}",
+            f"{results.to_floor(target, mode, 128, rps):.2f}",
+            f"{results.added_to_floor(target, mode):.2f}",
+            f"{results.to_floor(target, mode, 32, cpu):.2f}",
+        ]
+        for mode in MODES
+        for target in TUNED
+    ]
+    header = ["mode", "variant", "req/s c=32", "req/s c=128", "added p50 c=1", "CPU/request c=32"]
+    return markdown(header, "llrrrr", rows)
+
+
+def log_note(results: LoadResults) -> str:
+    tuned = [sample for sample in results.samples if sample.log_lines is not None]
+    lines = sum(sample.log_lines or 0 for sample in tuned)
+    requests = sum(sample.requests for sample in tuned)
+    return (
+        f"request log: on, {lines} lines for {requests} completed requests (wrk cuts the "
+        "requests in flight when a run ends; the proxy logs those too)"
+    )
+
+
+@dataclass(frozen=True)
+class Bar:
+    criterion: str
+    bar: str
+    measured: str
+    met: bool
+
+
+def load_bars(results: LoadResults) -> list[Bar]:
+    found = []
+    for mode in MODES:
+        throughput = results.to_floor(SLIM, mode, 32, rps)
+        added = results.added_to_floor(SLIM, mode)
+        found += [
+            Bar(f"{mode}: req/s at c=32, slim ÷ forwarder", "≥ 0.80", f"{throughput:.2f}",
+                throughput >= 0.8),
+            Bar(f"{mode}: added p50 at c=1, slim ÷ forwarder", "≤ 1.30", f"{added:.2f}",
+                added <= 1.3),
+        ]  # fmt: skip
+    return found
+
+
+def rewrite_bars(figures: Sequence[bench_rewrite.RewriteFigure]) -> list[Bar]:
+    slim = next(f for f in figures if (f.tools, f.mode) == (20, "slim"))
+    took = slim.us_per_request
+    return [Bar("rewrite alone, 20 tools, slim", "< 100 µs", f"{took:.1f} µs", took < 100)]
+
+
+def stream_bars(report: bench_streams.StreamsReport) -> list[Bar]:
+    added = report.added_ttfb_us("tuned-proxy")
+    found = [Bar("added TTFB p50", "< 1 ms", f"{added:.0f} µs", added < 1000)]
+    for run in report.runs:
+        if run.target == "tuned-proxy":
+            whole = run.completed == run.streams and not run.errors
+            found += [
+                Bar(f"{run.streams} slow streams: proxy peak RSS", "< 250 MB",
+                    f"{run.peak_rss / 1e6:.0f} MB", run.peak_rss < 250e6),
+                Bar(f"{run.streams} slow streams: complete, no error", "all",
+                    f"{run.completed}/{run.streams}", whole),
+            ]  # fmt: skip
+    return found
+
+
+def bar_table(found: Sequence[Bar]) -> str:
+    rows = [[b.criterion, b.bar, b.measured, "yes" if b.met else "**no**"] for b in found]
+    return markdown(["criterion (slim policy, one core)", "bar", "measured", "met"], "llrl", rows)
+
+
+@dataclass(frozen=True)
+class Report:
+    title: str
+    context: str
+    load: tuple[LoadResults, str] | None = None  # and the metrics line
+    rewrite: Sequence[bench_rewrite.RewriteFigure] | None = None
+    streams: bench_streams.StreamsReport | None = None
+
+    def sections(self) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
+        if self.load:
+            results, _ = self.load
+            found += [
+                (
+                    "Latency at c=1 (added = target p50 − direct-to-nginx p50, paired by rep)",
+                    latency_table(results),
+                ),
+                ("Throughput at c=32 and c=128", throughput_table(results)),
+                ("tuned-proxy ÷ the zero-logic forwarder", ratio_table(results)),
+            ]
+        if self.rewrite:
+            found.append(
+                (
+                    "Rewrite alone: parse + rewrite + serialise, µs per request (bytes out)",
+                    bench_rewrite.table(self.rewrite),
+                )
+            )
+        if self.streams:
+            found.append(("Streams", bench_streams.table(self.streams)))
+        bars = self.bars()
+        if bars:
+            found.append(("Against the bar of issue 7", bar_table(bars)))
+        return found
+
+    def bars(self) -> list[Bar]:
+        found = load_bars(self.load[0]) if self.load else []
+        found += rewrite_bars(self.rewrite) if self.rewrite else []
+        found += stream_bars(self.streams) if self.streams else []
+        return found
+
+    def render(self) -> str:
+        notes = [self.context]
+        if self.load:
+            results, metrics = self.load
+            notes.append(f"{metrics}; {log_note(results)}.")
+        parts = [f"## {self.title}", "", "\n".join(notes)]
+        for heading, table in self.sections():
+            parts += ["", f"### {heading}", "", table]
+        return "\n".join(parts)

@@ -1,0 +1,458 @@
+"""The Helm chart, rendered by Helm's own engine (no cluster): every manifest of every mode is
+checked against the Kubernetes API schemas, `helm lint` is clean, and what the pods would mount
+is a config that tuned-proxy loads."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate  # type: ignore[import-untyped]
+import pytest
+import yaml
+from packaging.version import Version
+
+from proxy import __version__
+from proxy.cli import build_parser
+from proxy.config import load_config
+
+REPO = Path(__file__).resolve().parent.parent
+CHART = REPO / "helm" / "tuned-proxy"
+EXAMPLES = CHART / "examples"
+DASHBOARD = CHART / "dashboards" / "tuned-proxy.json"
+RELEASE = "rel"
+NAMESPACE = "apps"
+FULLNAME = f"{RELEASE}-tuned-proxy"
+# The chart's oldest Kubernetes (native sidecars), or the oldest the schemas still know.
+OLDEST_KUBE = Version("1.29.0")
+
+
+def kube_versions() -> tuple[str, ...]:
+    """The oldest supported and the newest Kubernetes that kubernetes-validate has schemas for."""
+    known = kubernetes_validate.utils.all_versions()
+    oldest = next((v for v in known if Version(v) >= OLDEST_KUBE), known[-1])
+    return tuple(dict.fromkeys((oldest, known[-1])))
+
+
+KUBE_VERSIONS = kube_versions()
+
+Manifest = dict[str, Any]
+
+
+def ci_values() -> dict[str, Manifest]:
+    """The chart's test value sets (ci/*-values.yaml, as chart-testing reads them), by mode."""
+    return {
+        path.name.removesuffix("-values.yaml"): yaml.safe_load(path.read_text(encoding="utf-8"))
+        for path in sorted((CHART / "ci").glob("*-values.yaml"))
+    }
+
+
+MODES: dict[str, Manifest] = {"default": {}, **ci_values()}
+
+
+def render(
+    values: Manifest | None = None, chart: Path = CHART, release: str = RELEASE
+) -> dict[str, str]:
+    with helm.Chart.load(chart) as loaded:
+        return loaded.render(values or None, name=release, namespace=NAMESPACE)
+
+
+def manifests(rendered: dict[str, str]) -> list[Manifest]:
+    found: list[Manifest] = []
+    for path, text in sorted(rendered.items()):
+        if not path.endswith("NOTES.txt"):
+            found.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    return found
+
+
+def of_kind(docs: list[Manifest], kind: str) -> list[Manifest]:
+    return [doc for doc in docs if doc["kind"] == kind]
+
+
+def one(docs: list[Manifest], kind: str) -> Manifest:
+    (found,) = of_kind(docs, kind)
+    return found
+
+
+def pod_spec(docs: list[Manifest]) -> Manifest:
+    spec: Manifest = one(docs, "Deployment")["spec"]["template"]["spec"]
+    return spec
+
+
+def container(spec: Manifest, name: str = "tuned-proxy") -> Manifest:
+    everything = spec.get("initContainers", []) + spec["containers"]
+    (found,) = (c for c in everything if c["name"] == name)
+    return dict(found)
+
+
+def pod_annotations(docs: list[Manifest]) -> dict[str, str]:
+    annotations: dict[str, str] = (
+        one(docs, "Deployment")["spec"]["template"]["metadata"].get("annotations") or {}
+    )
+    return annotations
+
+
+def check_service_monitor(monitor: Manifest, docs: list[Manifest]) -> None:
+    """No schema for this CRD ships with kubernetes-validate: its required shape, checked here."""
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert set(monitor) == {"apiVersion", "kind", "metadata", "spec"}
+    assert monitor["metadata"]["name"]
+    service = one(docs, "Service")
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items(), "selects the Service"
+    port_names = {port["name"] for port in service["spec"]["ports"]}
+    for endpoint in monitor["spec"]["endpoints"]:
+        assert endpoint["port"] in port_names
+        assert endpoint["path"] == "/metrics"
+        assert set(endpoint) <= {
+            "port",
+            "path",
+            "interval",
+            "scrapeTimeout",
+            "relabelings",
+            "metricRelabelings",
+        }
+
+
+def validate_all(docs: list[Manifest]) -> None:
+    assert docs
+    for doc in docs:
+        if doc["kind"] == "ServiceMonitor":
+            check_service_monitor(doc, docs)
+            continue
+        for version in KUBE_VERSIONS:
+            kubernetes_validate.validate(doc, version, strict=True)
+
+
+def mounted_files(docs: list[Manifest], root: Path) -> Path:
+    """Write the chart's ConfigMap out the way the pod mounts it; returns the config file."""
+    config_map = next(d for d in of_kind(docs, "ConfigMap") if "tuned-proxy.yaml" in d["data"])
+    volumes = {volume["name"]: volume for volume in pod_spec(docs)["volumes"]}
+    for item in volumes["tuned-proxy-config"]["configMap"]["items"]:
+        path = root / item["path"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(config_map["data"][item["key"]], encoding="utf-8")
+    return root / "tuned-proxy.yaml"
+
+
+@pytest.fixture(scope="module")
+def sidecar_app(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """examples/sidecar-app with this chart in charts/, as `helm dependency update` leaves it."""
+    app = tmp_path_factory.mktemp("charts") / "sidecar-app"
+    shutil.copytree(EXAMPLES / "sidecar-app", app)
+    shutil.copytree(
+        CHART, app / "charts" / "tuned-proxy", ignore=shutil.ignore_patterns("examples")
+    )
+    return app
+
+
+# ----------------------------------------------------------------------------- every mode is valid
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_every_manifest_is_valid_kubernetes(mode: str) -> None:
+    validate_all(manifests(render(MODES[mode])))
+
+
+def test_the_sidecar_app_example_is_valid_kubernetes(sidecar_app: Path) -> None:
+    validate_all(manifests(render(chart=sidecar_app)))
+
+
+def test_the_plain_sidecar_example_is_valid_kubernetes() -> None:
+    docs = list(yaml.safe_load_all((EXAMPLES / "sidecar.yaml").read_text(encoding="utf-8")))
+    validate_all(docs)
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_helm_lint_is_clean(mode: str) -> None:
+    report = helm.lint(CHART, MODES[mode] or None, strict=True)
+    problems = [m for m in report["messages"] if m["severity"] >= 2]  # warnings and errors
+    assert not report["errors"]
+    assert not problems
+
+
+def test_helm_lint_is_clean_for_the_sidecar_app_example(sidecar_app: Path) -> None:
+    report = helm.lint(sidecar_app, strict=True, with_subcharts=True)
+    assert not report["errors"]
+    assert not [m for m in report["messages"] if m["severity"] >= 2]
+
+
+def test_the_chart_version_follows_the_project() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text(encoding="utf-8"))
+    assert chart["appVersion"] == __version__
+
+
+# ----------------------------------------------------------------------------- the config
+
+
+@pytest.mark.parametrize("mode", ["default", "reload", "hpa"])
+def test_the_mounted_config_loads(mode: str, tmp_path: Path) -> None:
+    docs = manifests(render(MODES[mode]))
+    runtime = load_config(mounted_files(docs, tmp_path))
+    expected = (MODES[mode].get("config") or {}).get("routes", {"demo": None})
+    assert set(runtime.routes) == set(expected)
+
+
+def test_policies_are_mounted_in_the_configs_policies_dir(tmp_path: Path) -> None:
+    docs = manifests(render(MODES["reload"]))
+    config = mounted_files(docs, tmp_path)
+    assert (config.parent / "policies" / "weather.yaml").is_file()
+    assert (config.parent / "policies" / "weather.tools.json").is_file()
+    runtime = load_config(config)
+    variant = runtime.routes["weather"].variant("ft")
+    assert variant is not None
+    assert variant.policy.name == "weather"
+
+
+def test_a_tool_file_keeps_its_text_byte_for_byte() -> None:
+    tools = (REPO / "policies" / "weather.tools.json").read_text(encoding="utf-8")
+    values = {**MODES["reload"], "policies": {"weather.tools.json": tools}}
+    config_map = one(manifests(render(values)), "ConfigMap")
+    assert config_map["data"]["weather.tools.json"] == tools
+
+
+def test_a_tool_file_given_as_a_map_is_refused() -> None:
+    values = {**MODES["reload"], "policies": {"weather.tools.json": {"type": "function"}}}
+    with pytest.raises(helm.HelmError, match="as text"):
+        render(values)
+
+
+def test_config_given_as_text_is_kept_as_written(tmp_path: Path) -> None:
+    text = (REPO / "policies" / "tuned-proxy.example.yaml").read_text(encoding="utf-8")
+    config_map = one(manifests(render({"configYaml": text})), "ConfigMap")
+    assert config_map["data"]["tuned-proxy.yaml"].strip() == text.strip()
+
+
+def test_policies_beside_the_config_when_policies_dir_is_dot() -> None:
+    values = {
+        "config": {**MODES["reload"]["config"], "policies_dir": "."},
+        "policies": MODES["reload"]["policies"],
+    }
+    volume = pod_spec(manifests(render(values)))["volumes"][0]
+    paths = {item["path"] for item in volume["configMap"]["items"]}
+    assert paths == {"tuned-proxy.yaml", "weather.yaml", "weather.tools.json"}
+
+
+@pytest.mark.parametrize("policies_dir", ["/etc/policies", "../policies"])
+def test_a_policies_dir_outside_the_config_folder_is_refused(policies_dir: str) -> None:
+    values = {"config": {**MODES["reload"]["config"], "policies_dir": policies_dir}}
+    with pytest.raises(helm.HelmError, match="policies_dir"):
+        render(values)
+
+
+# ----------------------------------------------------------------------------- rolling and reload
+
+
+def test_the_checksum_changes_when_the_config_or_a_policy_changes() -> None:
+    base = MODES["reload"] | {"reload": {"enabled": False}}
+    other_config = base | {"config": base["config"] | {"policies_dir": "rules"}}
+    policies = dict(base["policies"]) | {"weather.yaml": "training_tools: weather.tools.json\n"}
+    other_policy = base | {"policies": policies}
+    checksums = [
+        pod_annotations(manifests(render(values)))["checksum/config"]
+        for values in (base, base, other_config, other_policy)
+    ]
+    assert checksums[0] == checksums[1], "stable for the same config"
+    assert len(set(checksums[1:])) == 3
+
+
+def test_reload_mode_watches_the_config_instead_of_rolling_the_pods() -> None:
+    docs = manifests(render(MODES["reload"]))
+    assert "checksum/config" not in pod_annotations(docs)
+    assert "--watch" in container(pod_spec(docs))["args"]
+    default = manifests(render())
+    assert "checksum/config" in pod_annotations(default)
+    assert "--watch" not in container(pod_spec(default))["args"]
+
+
+def test_an_existing_config_map_is_mounted_whole_without_a_checksum() -> None:
+    docs = manifests(render(MODES["existing-configmap"]))
+    assert not of_kind(docs, "ConfigMap"), "the chart renders no ConfigMap of its own"
+    spec = pod_spec(docs)
+    volume = next(v for v in spec["volumes"] if v["name"] == "tuned-proxy-config")
+    assert volume["configMap"] == {"name": "support-proxy-config"}
+    assert "checksum/config" not in pod_annotations(docs)
+    (keys,) = container(spec)["env"]
+    assert keys["name"] == "SUPPORT_PROXY_KEYS"
+    assert keys["valueFrom"]["secretKeyRef"] == {"name": "support-proxy-keys", "key": "keys"}
+
+
+# ----------------------------------------------------------------------------- the Deployment
+
+
+def test_the_deployment_listens_openly_with_client_keys_from_a_secret() -> None:
+    docs = manifests(render())
+    proxy = container(pod_spec(docs))
+    args = build_parser().parse_args(proxy["args"])
+    assert (args.host, args.port, args.config) == (
+        "0.0.0.0",
+        8080,
+        "/etc/tuned-proxy/tuned-proxy.yaml",
+    )
+    assert not args.allow_unauthenticated
+    (keys,) = proxy["env"]
+    assert keys["name"] == "TUNED_PROXY_KEYS"  # the demo config's client_keys_env
+    assert keys["valueFrom"]["secretKeyRef"] == {"name": f"{FULLNAME}-client-keys", "key": "keys"}
+    assert proxy["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert proxy["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert {p["name"]: p["containerPort"] for p in proxy["ports"]} == {"http": 8080}
+
+
+def test_upstream_keys_come_from_their_secrets() -> None:
+    proxy = container(pod_spec(manifests(render(MODES["reload"]))))
+    env = {item["name"]: item["valueFrom"]["secretKeyRef"] for item in proxy["env"]}
+    assert env["VLLM_API_KEY"] == {"name": "vllm", "key": "api-key"}
+
+
+def test_pods_outlive_the_drain_before_they_are_killed() -> None:
+    spec = pod_spec(manifests(render({"drainTimeoutSeconds": 120, "preStopSleepSeconds": 7})))
+    proxy = container(spec)
+    args = build_parser().parse_args(proxy["args"])
+    assert args.drain_timeout == 120
+    assert proxy["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "7"]
+    assert spec["terminationGracePeriodSeconds"] > 120 + 7
+
+
+def test_a_grace_period_shorter_than_the_drain_is_refused() -> None:
+    with pytest.raises(helm.HelmError, match="terminationGracePeriodSeconds"):
+        render({"drainTimeoutSeconds": 30, "terminationGracePeriodSeconds": 20})
+
+
+def test_a_config_without_client_keys_is_refused_unless_unauthenticated_is_asked() -> None:
+    config = {
+        "upstreams": {"local": {"kind": "mock"}},
+        "routes": {"demo": {"variants": [{"name": "a", "upstream": "local", "model": "m"}]}},
+    }
+    with pytest.raises(helm.HelmError, match="client_keys_env"):
+        render({"config": config})
+    proxy = container(pod_spec(manifests(render({"config": config, "allowUnauthenticated": True}))))
+    assert build_parser().parse_args(proxy["args"]).allow_unauthenticated
+    assert "env" not in proxy
+
+
+def test_the_container_is_locked_down() -> None:
+    spec = pod_spec(manifests(render()))
+    proxy = container(spec)
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["automountServiceAccountToken"] is False
+    assert proxy["securityContext"]["readOnlyRootFilesystem"] is True
+    assert proxy["securityContext"]["allowPrivilegeEscalation"] is False
+    assert proxy["securityContext"]["capabilities"]["drop"] == ["ALL"]
+
+
+def test_values_are_checked_against_the_schema() -> None:
+    with pytest.raises(helm.HelmError, match="replicaCont"):
+        render({"replicaCont": 3})
+    with pytest.raises(helm.HelmError, match="mode"):
+        render({"mode": "daemonset"})
+
+
+def test_config_and_config_yaml_together_are_refused() -> None:
+    with pytest.raises(helm.HelmError, match="not both"):
+        render({"config": MODES["reload"]["config"], "configYaml": "routes: {}\n"})
+
+
+# ----------------------------------------------------------------------------- optional resources
+
+
+def test_autoscaling_owns_the_replica_count() -> None:
+    docs = manifests(render(MODES["hpa"]))
+    assert "replicas" not in one(docs, "Deployment")["spec"]
+    hpa = one(docs, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": FULLNAME,
+    }
+    assert {m["resource"]["name"] for m in hpa["spec"]["metrics"]} == {"cpu", "memory"}
+    assert one(docs, "PodDisruptionBudget")["spec"]["minAvailable"] == 2
+    assert one(manifests(render()), "Deployment")["spec"]["replicas"] == 2
+
+
+def test_optional_resources_are_off_by_default() -> None:
+    kinds = {doc["kind"] for doc in manifests(render())}
+    assert kinds == {"ConfigMap", "Deployment", "Service", "ServiceAccount", "PodDisruptionBudget"}
+
+
+def test_the_service_monitor_scrapes_metrics() -> None:
+    docs = manifests(render(MODES["servicemonitor"]))
+    monitor = one(docs, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert (endpoint["interval"], endpoint["scrapeTimeout"]) == ("15s", "10s")
+
+
+def test_the_dashboard_config_map_carries_the_dashboard_for_grafana() -> None:
+    docs = manifests(render(MODES["dashboard"]))
+    dashboard = next(
+        d for d in of_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-dashboard")
+    )
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["metadata"]["namespace"] == "monitoring"
+    shipped = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    assert json.loads(dashboard["data"]["tuned-proxy.json"]) == shipped
+
+
+# ----------------------------------------------------------------------------- sidecar mode
+
+
+def test_sidecar_mode_renders_only_the_config() -> None:
+    docs = manifests(render(MODES["sidecar"]))
+    assert {doc["kind"] for doc in docs} == {"ConfigMap"}
+
+
+def sidecar_pod(sidecar_app: Path, values: Manifest | None = None) -> list[Manifest]:
+    return manifests(render(values, chart=sidecar_app, release="support"))
+
+
+def test_the_sidecar_listens_on_loopback_without_keys(sidecar_app: Path) -> None:
+    spec = pod_spec(sidecar_pod(sidecar_app))
+    proxy = container(spec)
+    args = build_parser().parse_args(proxy["args"])
+    assert (args.host, args.port) == ("127.0.0.1", 8080)
+    assert not args.allow_unauthenticated
+    assert [item["name"] for item in proxy["env"]] == ["AZURE_OPENAI_API_KEY"], "no client keys"
+    assert proxy["restartPolicy"] == "Always", "a native sidecar"
+    assert proxy in spec["initContainers"]
+    assert proxy["securityContext"]["runAsNonRoot"] is True
+    app_env = {e["name"]: e["value"] for e in container(spec, "app")["env"]}
+    assert app_env["OPENAI_BASE_URL"] == "http://127.0.0.1:8080/v1"
+
+
+def test_a_classic_sidecar_is_an_ordinary_container(sidecar_app: Path) -> None:
+    values = {"tuned-proxy": {"sidecar": {"native": False, "port": 9090}}}
+    spec = pod_spec(sidecar_pod(sidecar_app, values))
+    proxy = container(spec)
+    assert "initContainers" not in spec
+    assert "restartPolicy" not in proxy
+    assert "startupProbe" not in proxy
+    assert build_parser().parse_args(proxy["args"]).port == 9090
+
+
+def test_the_sidecar_pod_mounts_a_config_that_loads(sidecar_app: Path, tmp_path: Path) -> None:
+    runtime = load_config(mounted_files(sidecar_pod(sidecar_app), tmp_path))
+    assert runtime.config.client_keys_env is None, "no client keys in the Pod"
+    assert runtime.routes["support-agent"].variant("ft") is not None
+
+
+def test_the_sidecar_pod_rolls_on_config_changes_unless_reloading(sidecar_app: Path) -> None:
+    assert "checksum/config" in pod_annotations(sidecar_pod(sidecar_app))
+    reloading = sidecar_pod(sidecar_app, {"tuned-proxy": {"reload": {"enabled": True}}})
+    assert "checksum/config" not in pod_annotations(reloading)
+    assert "--watch" in container(pod_spec(reloading))["args"]
+
+
+def test_the_plain_sidecar_example_matches_the_chart(sidecar_app: Path) -> None:
+    """examples/sidecar.yaml is what the chart renders for examples/sidecar-app, minus Helm."""
+    rendered = sidecar_pod(sidecar_app)
+    plain = list(yaml.safe_load_all((EXAMPLES / "sidecar.yaml").read_text(encoding="utf-8")))
+    assert container(pod_spec(plain)) == container(pod_spec(rendered))
+    plain_volumes, rendered_volumes = pod_spec(plain)["volumes"], pod_spec(rendered)["volumes"]
+    assert plain_volumes == rendered_volumes
+    plain_data, rendered_data = one(plain, "ConfigMap")["data"], one(rendered, "ConfigMap")["data"]
+    assert plain_data.keys() == rendered_data.keys()
+    for key, text in plain_data.items():
+        assert yaml.safe_load(text) == yaml.safe_load(rendered_data[key]), key

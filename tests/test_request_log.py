@@ -1,0 +1,90 @@
+"""The per-request log line, read from a real process: JSON, the fields that matter, and never
+message content, tool arguments or a credential."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import aiohttp
+import pytest
+import yaml
+
+from tests.conftest import closed_port
+from tests.test_lifecycle import read_until, serving
+
+pytestmark = pytest.mark.slow
+CLIENT = "sk-client-log-test-1234"
+UPSTREAM = "sk-upstream-log-test-5678"
+SECRET_TEXT = "TOP-SECRET-CONTENT-42"
+TOOL = {
+    "type": "function",
+    "function": {
+        "name": "lookup_order",
+        "description": "Look up an order by its id",
+        "parameters": {
+            "type": "object",
+            "properties": {"order_id": {"type": "string"}},
+            "required": ["order_id"],
+        },
+    },
+}
+
+
+async def test_log_lines_carry_fields_and_no_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = {
+        "client_keys_env": "LOG_TEST_CLIENT_KEYS",
+        "upstreams": {
+            "local": {"kind": "mock"},
+            "down": {
+                "kind": "compatible",
+                "base_url": f"http://127.0.0.1:{closed_port()}/v1",
+                "api_key_env": "LOG_TEST_UPSTREAM_KEY",
+            },
+        },
+        "routes": {
+            "chat": {"variants": [{"name": "v", "upstream": "local", "model": "m"}]},
+            "down": {"variants": [{"name": "v", "upstream": "down", "model": "m"}]},
+        },
+    }
+    path = tmp_path / "tuned-proxy.yaml"
+    path.write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("LOG_TEST_CLIENT_KEYS", CLIENT)
+    monkeypatch.setenv("LOG_TEST_UPSTREAM_KEY", UPSTREAM)
+    async with serving(path) as server, aiohttp.ClientSession() as session:
+        headers = {"Authorization": f"Bearer {CLIENT}", "x-request-id": "log-test-1"}
+        messages = [{"role": "user", "content": f"look up order {SECRET_TEXT}"}]
+        body = {"model": "chat", "messages": messages, "tools": [TOOL]}
+        async with session.post(
+            f"{server.url}/v1/chat/completions", json=body, headers=headers
+        ) as r:
+            answer = await r.json()
+        assert (
+            SECRET_TEXT in answer["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+        )
+        line = await read_until(server.proc, server.lines, "request")
+        down = {**body, "model": "down"}
+        async with session.post(
+            f"{server.url}/v1/chat/completions", json=down, headers=headers
+        ) as r:
+            assert r.status == 502
+            error_body = await r.text()
+        failed = await read_until(server.proc, server.lines, "request")
+
+    assert line["request_id"] == "log-test-1"
+    assert (line["route"], line["variant"], line["upstream"], line["status"]) == (
+        "chat",
+        "v",
+        "local",
+        200,
+    )
+    assert line["tool_calls"] == ["lookup_order"]
+    assert line["tokens"]["prompt_tokens"] > 0
+    assert {"duration_ms", "upstream_ms", "overhead_ms"} <= set(line)
+    assert failed["status"] == 502
+    assert failed["attempts"][0]["reason"] == "connect"
+    everything = json.dumps(server.lines) + error_body
+    for secret in (SECRET_TEXT, CLIENT, UPSTREAM):
+        assert secret not in everything
