@@ -27,8 +27,8 @@ from typing import Any
 
 import orjson
 import referencing
-from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
-from jsonschema.validators import validator_for  # type: ignore[import-untyped]
+from jsonschema import Draft202012Validator
+from jsonschema.validators import validator_for
 
 from proxy import jsonutil
 from proxy.policy import Policy
@@ -168,7 +168,7 @@ def _compile(schema: Mapping[str, Any]) -> Any | None:
     None when the schema is not a valid JSON Schema."""
     try:
         cls = validator_for(schema, default=Draft202012Validator)
-        cls.check_schema(schema)
+        cls.check_schema(dict(schema))
         return cls(schema, registry=_OFFLINE_REGISTRY)
     # A client-sent schema can break jsonschema in ways it does not document (a `$schema`
     # that is not a string, a metaschema that fails on odd input): an unusable schema

@@ -11,11 +11,13 @@ from __future__ import annotations
 import copy
 import sys
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import openai
+from prometheus_client.parser import text_string_to_metric_families
 
 from proxy import jsonutil
 from proxy.app import build_app
@@ -183,9 +185,44 @@ class Demo:
         return f"-{removed} B tool schema; {summary}" if removed else summary
 
 
+def variant_comparison(metrics_text: str, route: str) -> list[tuple[str, ...]]:
+    """Per variant, from the proxy's own `/metrics`: requests, prompt tokens per request and
+    the share of answers that called a tool."""
+    totals: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            labels = sample.labels
+            if labels.get("route") != route:
+                continue
+            entry = totals.setdefault(labels["variant"], {})
+            if sample.name == "tuned_proxy_requests_total":
+                entry["requests"] = entry.get("requests", 0) + sample.value
+            elif sample.name == "tuned_proxy_tokens_total" and labels["kind"] == "prompt":
+                entry["prompt"] = sample.value
+            elif sample.name == "tuned_proxy_responses_total":
+                entry["answers"] = entry.get("answers", 0) + sample.value
+                if labels["finish_reason"] == "tool_calls":
+                    entry["tool_calls"] = sample.value
+    rows: list[tuple[str, ...]] = [
+        ("variant", "requests", "prompt tokens / request", "tool-call rate")
+    ]
+    for variant, entry in sorted(totals.items()):
+        requests = entry.get("requests", 0)
+        answers = entry.get("answers", 0)
+        per_request = entry.get("prompt", 0) / requests if requests else 0
+        rate = entry.get("tool_calls", 0) / answers if answers else 0
+        rows.append((variant, f"{requests:.0f}", f"{per_request:.0f}", f"{rate:.0%}"))
+    return rows
+
+
 def print_table(rows: list[Row]) -> None:
     headers = ("step", "variant", "outcome", "prompt tokens", "rewrite")
-    table = [headers] + [(r.step, r.variant, r.outcome, str(r.prompt_tokens), r.note) for r in rows]
+    cells = [(r.step, r.variant, r.outcome, str(r.prompt_tokens), r.note) for r in rows]
+    print_rows([headers, *cells])
+
+
+def print_rows(table: Sequence[tuple[str, ...]]) -> None:
+    headers = table[0]
     widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
     for index, row in enumerate(table):
         print(
@@ -224,10 +261,14 @@ async def run_demo() -> int:
             except (openai.OpenAIError, KeyError, AttributeError) as exc:
                 failures += 1
                 demo.rows.append(Row(step.__name__, "-", f"FAILED: {type(exc).__name__}: {exc}"))
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as response:
+            metrics_text = await response.text()
     finally:
         await client.close()
         await runner.cleanup()
     print_table(demo.rows)
+    print(f"\nFrom the proxy's /metrics, route {ROUTE}:")
+    print_rows(variant_comparison(metrics_text, ROUTE))
     if failures:
         print(f"\n{failures} step(s) failed", file=sys.stderr)
         return 1

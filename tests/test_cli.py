@@ -128,3 +128,8 @@ def test_demo_runs_and_shows_every_step() -> None:
     ):
         assert step in result.stdout
     assert "FAILED" not in result.stdout
+    comparison = result.stdout.split("From the proxy's /metrics, route support-agent:")[1]
+    rows = {line.split()[0]: line.split() for line in comparison.splitlines()[3:] if line.strip()}
+    assert {"ft-full", "ft-slim", "ft-params"} <= set(rows)
+    # the slim variants cost fewer prompt tokens per request than the full definitions
+    assert int(rows["ft-params"][2]) < int(rows["ft-full"][2])

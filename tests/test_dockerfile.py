@@ -204,9 +204,9 @@ class FakeImage:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(origin, target)
 
-    def run(self, instruction: Instruction, test_env: StepEnv) -> None:
-        env = {**os.environ, **self.env, **test_env.add}
-        for name in test_env.remove:
+    def run(self, instruction: Instruction, step_env: StepEnv) -> None:
+        env = {**os.environ, **self.env, **step_env.add}
+        for name in step_env.remove:
             env.pop(name, None)
         result = subprocess.run(
             ["/bin/sh", "-c", self.path(instruction.arguments)],
@@ -219,11 +219,11 @@ class FakeImage:
         )
         assert result.returncode == 0, f"RUN failed:\n{result.stdout}\n{result.stderr}"
 
-    def build(self, stage: Stage, test_env: StepEnv) -> None:
+    def build(self, stage: Stage, step_env: StepEnv) -> None:
         """A build stage: every step, RUN included."""
         for instruction in stage.instructions:
             if instruction.keyword == "RUN":
-                self.run(instruction, test_env)
+                self.run(instruction, step_env)
             else:
                 self.apply(instruction)
 
@@ -279,10 +279,10 @@ def with_option(command: list[str], option: str, value: str) -> list[str]:
     return changed
 
 
-def wait_until_healthy(url: str, process: subprocess.Popen[bytes], attempts: int = 200) -> None:
-    for _ in range(attempts):
+def wait_until_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    for _ in range(200):
         if process.poll() is not None:
-            raise AssertionError(f"the proxy exited with {process.returncode}")
+            raise AssertionError(f"the proxy exited with {process.returncode}:\n{log.read_text()}")
         try:
             with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
                 if response.status == 200:
@@ -361,10 +361,10 @@ def installed_image(tmp_path_factory: pytest.TempPathFactory) -> FakeImage:
     image.root.mkdir()
     # `python` is this interpreter; the pip cache only speeds up repeated test runs (pip reads
     # any value of PIP_NO_CACHE_DIR as "no cache", so it is removed, not changed).
-    test_env = StepEnv(add={"PATH": python_on_path()}, remove=("PIP_NO_CACHE_DIR",))
+    step_env = StepEnv(add={"PATH": python_on_path()}, remove=("PIP_NO_CACHE_DIR",))
     *build_stages, final = read_stages()
     for stage in build_stages:
-        image.build(stage, test_env)
+        image.build(stage, step_env)
     image.finish(final)
     return image
 
@@ -394,7 +394,7 @@ def test_the_image_install_serves_chat_with_a_client_key(installed_image: FakeIm
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_healthy(url, process)
+        wait_until_healthy(url, process, log)
         client = openai.OpenAI(base_url=f"{url}/v1", api_key=CLIENT_KEY, max_retries=0)
         with client:
             answer = client.chat.completions.with_raw_response.create(

@@ -14,9 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, get_args
 
-# The drift bookkeeping of `tools extract` (definitions keyed by their serialisation, line
-# numbers capped): reused so that both commands name the same canonical definition.
-from proxy.tools_extract import Difference, _canonical, _difference, _record, _Seen
+from proxy.tools_extract import Difference
 from proxy.training.calls import (
     answers,
     arguments,
@@ -26,6 +24,7 @@ from proxy.training.calls import (
     parallel_calls,
     unique_call_ids,
 )
+from proxy.training.definitions import Definitions
 from proxy.training.example import Example, read_example
 from proxy.training.findings import Finding, error, warning
 from proxy.training.reader import (
@@ -100,7 +99,7 @@ class TrainingFileCheck:
         self.fmt = fmt
         self.summary = Summary()
         self._context = Context(max_tokens=max_tokens)
-        self._definitions: _Seen = {}
+        self._definitions = Definitions()
 
     def findings(self) -> Iterator[Finding]:
         """Every finding in file order, then the file-wide ones; raises TrainingFileError."""
@@ -142,16 +141,16 @@ class TrainingFileCheck:
         for rule in RULES:
             yield from rule(example, self._context)
         self._count(example)
-        _record(self._definitions, _named_tools(example), line.number)
+        self._definitions.record(example, line.number)
 
     def _count(self, example: Example) -> None:
         summary = self.summary
         summary.legacy_examples += example.legacy
         summary.calls += len(example.calls)
         summary.parallel_messages += sum(count > 1 for count in calls_per_message(example).values())
-        for message in example.messages:
-            if isinstance(message, dict) and message.get("role") == "assistant":
-                if message.get("weight") == 0:
+        for index, role in enumerate(example.roles):
+            if role == "assistant":
+                if example.messages[index].get("weight") == 0:
                     summary.untrained_turns += 1
                 else:
                     summary.trained_turns += 1
@@ -167,31 +166,10 @@ class TrainingFileCheck:
                 f"least {MIN_EXAMPLES}",
                 "add examples: 50 to 100 usually show a clear improvement",
             )
-        self.summary.functions = len(self._definitions)
-        for name, definitions in self._definitions.items():
-            if len(definitions) > 1:
-                self.summary.redefined_functions += 1
-                difference = _difference(name, definitions, _canonical(definitions))
-                yield _redefined(difference)
-
-
-def _named_tools(example: Example) -> list[tuple[str, dict[str, Any]]]:
-    """(name, tool in request shape) for every well-formed function of the example."""
-    named = []
-    for definition in example.definitions:
-        function = definition.function
-        if isinstance(function, dict) and isinstance(function.get("name"), str):
-            # Legacy functions are wrapped as `tools extract` does, so both compare alike.
-            tool = (
-                definition.tool
-                if definition.key == "tools"
-                else {
-                    "type": "function",
-                    "function": function,
-                }
-            )
-            named.append((function["name"], tool))
-    return named
+        self.summary.functions = self._definitions.functions
+        for difference in self._definitions.differences():
+            self.summary.redefined_functions += 1
+            yield _redefined(difference)
 
 
 def _redefined(difference: Difference) -> Finding:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,7 +115,7 @@ def measure(quick: bool = False) -> list[RewriteFigure]:
     return figures
 
 
-def table(figures: list[RewriteFigure]) -> str:
+def table(figures: Sequence[RewriteFigure]) -> str:
     by_cell = {(figure.tools, figure.mode): figure for figure in figures}
     lines = [
         "| tools | request bytes | "

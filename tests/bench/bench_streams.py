@@ -19,6 +19,7 @@ import asyncio
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -281,41 +282,36 @@ def run_streams(settings: StreamSettings, progress: bool = True) -> StreamsRepor
     return report
 
 
+RUN_ROWS: dict[str, Callable[[StreamsRun], str]] = {
+    "streams complete": lambda run: f"{run.completed}/{run.streams}",
+    "errors": lambda run: str(len(run.errors)),
+    "most open at once": lambda run: str(run.most_open),
+    "idle RSS MB": lambda run: f"{run.idle_rss / 1e6:.1f}",
+    "peak RSS MB": lambda run: f"{run.peak_rss / 1e6:.1f}",
+    "RSS per open stream KiB": lambda run: f"{run.kib_per_stream:.1f}",
+    "wall time s": lambda run: f"{run.seconds:.1f}",
+}
+
+
 def table(report: StreamsReport) -> str:
     settings = report.settings
+    targets = ("direct", "forwarder", "tuned-proxy")
     lines = [
-        f"TTFB over {settings.ttfb_samples} sequential streams per target; then "
+        f"TTFB: {settings.ttfb_samples} sequential streams per target, interleaved. Then "
         f"{settings.streams} concurrent streams of {settings.events} chunks "
         f"{settings.interval_s:g} s apart through each proxy.",
         "",
-        "| figure | direct | forwarder | tuned-proxy (slim) |",
+        "| figure | direct | forwarder | tuned-proxy slim |",
         "| --- | ---: | ---: | ---: |",
-        "| TTFB p50 µs | "
-        + " | ".join(
-            f"{report.ttfb_p50_us[name]:.0f}" for name in ("direct", "forwarder", "tuned-proxy")
-        )
-        + " |",
-        "| TTFB p99 µs | "
-        + " | ".join(
-            f"{report.ttfb_p99_us[name]:.0f}" for name in ("direct", "forwarder", "tuned-proxy")
-        )
-        + " |",
+        "| TTFB p50 µs | " + " | ".join(f"{report.ttfb_p50_us[t]:.0f}" for t in targets) + " |",
+        "| TTFB p99 µs | " + " | ".join(f"{report.ttfb_p99_us[t]:.0f}" for t in targets) + " |",
         "| added TTFB p50 µs | – | "
-        + " | ".join(f"{report.added_ttfb_us(name):.0f}" for name in ("forwarder", "tuned-proxy"))
+        + " | ".join(f"{report.added_ttfb_us(t):.0f}" for t in targets[1:])
         + " |",
     ]
     runs = {run.target: run for run in report.runs}
-    rows = {
-        "streams complete": lambda run: f"{run.completed}/{run.streams}",
-        "errors": lambda run: str(len(run.errors)),
-        "most open at once": lambda run: str(run.most_open),
-        "idle RSS MB": lambda run: f"{run.idle_rss / 1e6:.1f}",
-        "peak RSS MB": lambda run: f"{run.peak_rss / 1e6:.1f}",
-        "RSS per stream KiB": lambda run: f"{run.kib_per_stream:.1f}",
-        "wall time s": lambda run: f"{run.seconds:.1f}",
-    }
-    for label, show in rows.items():
-        cells = [show(runs[name]) if name in runs else "–" for name in ("forwarder", "tuned-proxy")]
+    for label, show in RUN_ROWS.items():
+        cells = [show(runs[t]) if t in runs else "–" for t in targets[1:]]
         lines.append(f"| {label} | – | {' | '.join(cells)} |")
     for run in report.runs:
         for error in sorted(set(run.errors))[:5]:

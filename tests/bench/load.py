@@ -52,8 +52,8 @@ SETTLE_S = 0.2  # after wrk stops: let the target finish what was cut off, befor
 @dataclass(frozen=True)
 class LoadSettings:
     reps: int
-    duration_s: float
-    warmup_s: float
+    duration_s: int  # wrk takes whole seconds
+    warmup_s: int
 
 
 @dataclass(frozen=True)
@@ -110,15 +110,15 @@ class WrkFigures:
         )
 
 
-def request_cap(duration_s: float) -> int:
+def request_cap(duration_s: int) -> int:
     return max(1000, int(duration_s * MAX_REQUESTS_PER_SECOND))
 
 
-def wrk(target: Target, mode: str, connections: int, duration_s: float) -> WrkFigures:
+def wrk(target: Target, mode: str, connections: int, duration_s: int) -> WrkFigures:
     """One wrk run against `target`, bounded in time and count."""
     command = [
         "taskset", "-c", str(LOAD_CPU), "wrk", "-t1", f"-c{connections}",
-        f"-d{max(duration_s, 0.1):g}s", f"--timeout={WRK_TIMEOUT_S}s",
+        f"-d{duration_s}s", f"--timeout={WRK_TIMEOUT_S}s",
         "-s", str(BENCH / "wrk_post.lua"), target.base_url + target.paths[mode],
         "--", str(FIXTURES / MODES[mode]), target.variant, str(request_cap(duration_s)),
     ]  # fmt: skip

@@ -50,7 +50,9 @@ def parse_settings(argv: Sequence[str] | None) -> Settings:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 repetition of 2 s, short streams")
     parser.add_argument("--reps", type=int, help="repetitions (default 3; quick 1)")
-    parser.add_argument("--duration", type=float, help="seconds per wrk run (default 5; quick 2)")
+    parser.add_argument(
+        "--duration", type=int, help="whole seconds per wrk run (default 5; quick 2)"
+    )
     parser.add_argument(
         "--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}"
     )
@@ -60,10 +62,10 @@ def parse_settings(argv: Sequence[str] | None) -> Settings:
     if unknown:
         parser.error(f"unknown part(s): {', '.join(unknown)}")
     reps = args.reps if args.reps is not None else (1 if args.quick else 3)
-    duration = args.duration if args.duration is not None else (2.0 if args.quick else 5.0)
+    duration = args.duration if args.duration is not None else (2 if args.quick else 5)
     if reps < 1 or duration <= 0:
         parser.error("--reps must be at least 1 and --duration positive")
-    load = LoadSettings(reps, duration, 0.5 if args.quick else 1.0)
+    load = LoadSettings(reps, duration, warmup_s=1)
     return Settings(load, parts, args.quick)
 
 
@@ -71,7 +73,7 @@ def context(settings: Settings) -> str:
     load = settings.load
     run = "quick" if settings.quick else "full"
     return (
-        f"{machine_summary()}. Run: {run}; {load.reps} repetition(s) of {load.duration_s:g} s "
+        f"{machine_summary()}. Run: {run}; {load.reps} repetition(s) of {load.duration_s} s "
         "per wrk run, medians over repetitions. Proxies pinned to CPU 0; wrk, nginx, the "
         "trickle upstream and the clients to CPU 1."
     )

@@ -1,0 +1,54 @@
+"""The tool definitions of a training file, remembered one per distinct definition.
+
+A model trained on two definitions of one tool has learned neither exactly, and the proxy
+can serve only one of them. The bookkeeping is the one of `tools extract` (definitions keyed
+by their serialisation in file key order, line numbers capped per definition), so both
+commands call the same definition the most used one; memory grows with the number of
+distinct definitions, not with the number of examples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from proxy import jsonutil
+from proxy.tools_extract import Difference, _canonical, _Definition, _difference, _Seen
+from proxy.training.example import Example
+
+
+class Definitions:
+    def __init__(self) -> None:
+        self._seen: _Seen = {}
+
+    def record(self, example: Example, line: int) -> None:
+        """Count the example's well-formed function definitions as used on `line`."""
+        counted: set[bytes] = set()  # a function listed twice in one example counts once
+        for definition in example.definitions:
+            function = definition.function
+            if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+                continue
+            # Legacy functions are wrapped as `tools extract` wraps them, so they compare
+            # equal to the same function offered as a tool.
+            tool: Any = definition.tool
+            if definition.key == "functions":
+                tool = {"type": "function", "function": function}
+            key = jsonutil.dumps(tool)
+            if key in counted:
+                continue
+            counted.add(key)
+            by_key = self._seen.setdefault(function["name"], {})
+            known = by_key.get(key)
+            if known is None:
+                known = by_key[key] = _Definition(tool)
+            known.used_by(line)
+
+    @property
+    def functions(self) -> int:
+        return len(self._seen)
+
+    def differences(self) -> Iterator[Difference]:
+        """One per function defined in more than one way, naming the lines that differ."""
+        for name, definitions in self._seen.items():
+            if len(definitions) > 1:
+                yield _difference(name, definitions, _canonical(definitions))
