@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import jsonschema  # type: ignore[import-untyped]  # no type information shipped
+import jsonschema
 
 from proxy import jsonutil
 
