@@ -84,10 +84,9 @@ def arguments(example: Example, context: Context) -> Iterator[Finding]:
             yield error(f"{call.function_path}.arguments {problem[0]}", problem[1])
             continue
         definition = example.functions.get(call.name) if call.name is not None else None
-        parameters = definition.get("parameters") if definition is not None else None
-        if not isinstance(parameters, dict):
-            continue  # not offered (another rule says so), or declares no parameters
-        mismatches = context.schemas.mismatches(parsed, parameters)
+        if definition is None:
+            continue  # not offered: another rule says so
+        mismatches = context.schemas.mismatches(parsed, definition)
         if mismatches:
             yield error(
                 f"{call.function_path}.arguments do not fit the schema of `{call.name}`: "
@@ -178,6 +177,9 @@ def unique_call_ids(example: Example, context: Context) -> Iterator[Finding]:
 
 def answers(example: Example, context: Context) -> Iterator[Finding]:
     """Each call answered right after its message, by its id; no answer without a call."""
+    last = len(example.messages) - 1
+    if _nothing_to_answer(example, last):
+        return
     pending = _Pending()
     for index in range(len(example.messages)):
         role = example.roles[index]
@@ -188,10 +190,18 @@ def answers(example: Example, context: Context) -> Iterator[Finding]:
         else:
             yield from pending.unanswered()
             pending.start(example.calls_by_message.get(index, ()))
-    last = len(example.messages) - 1
     # The calls of the last message may stay unanswered: the example trains the call itself.
     if not (pending.waiting and pending.waiting[0].message == last):
         yield from pending.unanswered()
+
+
+def _nothing_to_answer(example: Example, last: int) -> bool:
+    """No answer, and no call that needs one: the common one-call example, decided cheaply."""
+    return (
+        "tool" not in example.roles
+        and "function" not in example.roles
+        and all(index == last for index in example.calls_by_message)
+    )
 
 
 class _Pending:

@@ -147,7 +147,10 @@ class TrainingFileCheck:
         summary = self.summary
         summary.legacy_examples += example.legacy
         summary.calls += len(example.calls)
-        summary.parallel_messages += sum(count > 1 for count in calls_per_message(example).values())
+        if any(len(calls) > 1 for calls in example.calls_by_message.values()):
+            summary.parallel_messages += sum(
+                count > 1 for count in calls_per_message(example).values()
+            )
         for index, role in enumerate(example.roles):
             if role == "assistant":
                 if example.messages[index].get("weight") == 0:

@@ -10,9 +10,7 @@ distinct definitions, not with the number of examples.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
-from proxy import jsonutil
 from proxy.tools_extract import Difference, _canonical, _Definition, _difference, _Seen
 from proxy.training.example import Example
 
@@ -25,19 +23,11 @@ class Definitions:
         """Count the example's well-formed function definitions as used on `line`."""
         counted: set[bytes] = set()  # a function listed twice in one example counts once
         for definition in example.definitions:
-            function = definition.function
-            if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-                continue
-            # Legacy functions are wrapped as `tools extract` wraps them, so they compare
-            # equal to the same function offered as a tool.
-            tool: Any = definition.tool
-            if definition.key == "functions":
-                tool = {"type": "function", "function": function}
-            key = jsonutil.dumps(tool)
-            if key in counted:
+            key, tool = definition.serialized, definition.tool
+            if key is None or tool is None or key in counted:
                 continue
             counted.add(key)
-            by_key = self._seen.setdefault(function["name"], {})
+            by_key = self._seen.setdefault(definition.function["name"], {})
             known = by_key.get(key)
             if known is None:
                 known = by_key[key] = _Definition(tool)

@@ -9,8 +9,9 @@ example because a large file has hundreds of thousands of them and a dozen rules
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any, NamedTuple
+
+from proxy import jsonutil
 
 # No tokenizer is available offline: about four characters of English make one token. The
 # estimate counts the bytes of the example's line, which are a few more than the characters
@@ -65,16 +66,21 @@ class Definition(NamedTuple):
 
     key: str  # "tools" or "functions"
     position: int  # in that array
-    tool: Any  # the tool as written; for a legacy function, the function itself
-    function: Any
+    function: Any  # the function object (`{name, description?, parameters?}`), as written
+    # The definition in request shape (a legacy function wrapped as a function tool) and its
+    # serialisation, which keys every comparison of definitions; None unless well formed.
+    tool: dict[str, Any] | None
+    serialized: bytes | None
 
     @property
     def path(self) -> str:
-        return (
-            f"tools[{self.position}].function"
-            if self.key == "tools"
-            else f"functions[{self.position}]"
-        )
+        if self.key == "tools":
+            return f"tools[{self.position}].function"
+        return f"functions[{self.position}]"
+
+    @property
+    def name(self) -> str | None:
+        return self.function["name"] if self.tool is not None else None
 
 
 @dataclass(frozen=True)
@@ -83,24 +89,11 @@ class Example:
     messages: list[Any]
     roles: list[str | None]  # per message; None when it is not an object or has no string role
     definitions: list[Definition]  # every function tool and legacy function, as written
-    # function name -> its definition (`{name, description?, parameters?}`); only
-    # well-formed entries, the first of duplicates
-    functions: dict[str, dict[str, Any]]
+    functions: dict[str, Definition]  # by name: the well-formed ones, the first of duplicates
+    calls: list[Call]
     calls_by_message: dict[int, list[Call]]  # assistant message index -> its calls
+    legacy: bool  # whether the deprecated `functions` format is used anywhere
     size: int  # bytes of the example's line
-
-    @cached_property
-    def calls(self) -> list[Call]:
-        return [call for calls in self.calls_by_message.values() for call in calls]
-
-    @cached_property
-    def legacy(self) -> bool:
-        """Whether the example uses the deprecated `functions` format anywhere."""
-        return (
-            "functions" in self.data
-            or "function" in self.roles
-            or any(call.legacy for call in self.calls)
-        )
 
     @property
     def estimated_tokens(self) -> int:
@@ -123,21 +116,25 @@ def read_example(data: dict[str, Any], size: int = 0) -> Example | None:
     if not isinstance(messages, list) or not messages:
         return None
     roles: list[str | None] = []
-    calls: dict[int, list[Call]] = {}
+    calls: list[Call] = []
+    calls_by_message: dict[int, list[Call]] = {}
     for index, message in enumerate(messages):
         role = message.get("role") if isinstance(message, dict) else None
         roles.append(role if isinstance(role, str) else None)
         if role == "assistant":
             message_calls = _calls(index, message)
             if message_calls:
-                calls[index] = message_calls
+                calls_by_message[index] = message_calls
+                calls.extend(message_calls)
     definitions = function_definitions(data)
-    functions: dict[str, dict[str, Any]] = {}
+    functions: dict[str, Definition] = {}
     for definition in definitions:
-        function = definition.function
-        if isinstance(function, dict) and isinstance(function.get("name"), str):
-            functions.setdefault(function["name"], function)
-    return Example(data, messages, roles, definitions, functions, calls, size)
+        if definition.name is not None:
+            functions.setdefault(definition.name, definition)
+    legacy = "functions" in data or "function" in roles or any(call.legacy for call in calls)
+    return Example(
+        data, messages, roles, definitions, functions, calls, calls_by_message, legacy, size
+    )
 
 
 def function_definitions(data: dict[str, Any]) -> list[Definition]:
@@ -147,14 +144,21 @@ def function_definitions(data: dict[str, Any]) -> list[Definition]:
     if isinstance(tools, list):
         for index, tool in enumerate(tools):
             if isinstance(tool, dict) and tool.get("type") == "function":
-                found.append(Definition("tools", index, tool, tool.get("function")))
+                found.append(_definition("tools", index, tool.get("function"), tool))
     functions = data.get("functions")
     if isinstance(functions, list):
-        found.extend(
-            Definition("functions", index, function, function)
-            for index, function in enumerate(functions)
-        )
+        for index, function in enumerate(functions):
+            # Wrapped as `tools extract` wraps it, so a legacy function compares equal to
+            # the same function offered as a tool.
+            tool = {"type": "function", "function": function}
+            found.append(_definition("functions", index, function, tool))
     return found
+
+
+def _definition(key: str, position: int, function: Any, tool: dict[str, Any]) -> Definition:
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        return Definition(key, position, function, None, None)
+    return Definition(key, position, function, tool, jsonutil.dumps(tool))
 
 
 def _calls(index: int, message: dict[str, Any]) -> list[Call]:

@@ -8,9 +8,8 @@ the file.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from proxy import jsonutil
 from proxy.rewrite.fields import json_type
@@ -23,8 +22,7 @@ class TrainingFileError(Exception):
     """The file cannot be read at all (missing, unreadable); the message names it."""
 
 
-@dataclass(frozen=True)
-class RawLine:
+class RawLine(NamedTuple):
     number: int  # 1-based
     data: bytes  # the line without its byte order mark; the newline is kept
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from proxy.rewrite.fields import json_type
-from proxy.training.example import Example
+from proxy.training.example import Definition, Example
 from proxy.training.findings import Finding, error, warning
 from proxy.training.schemas import Schemas
 
@@ -118,21 +118,21 @@ def tool_definitions(example: Example, context: Context) -> Iterator[Finding]:
     if isinstance(tools, list):
         for index, tool in enumerate(tools):
             yield from _tool_wrapper(tool, index)
-    first_path: dict[str, str] = {}
     for definition in example.definitions:
-        function, path = definition.function, definition.path
-        if not isinstance(function, dict):
-            yield error(f"{path} is {json_type(function)}, not an object", _DEFINITION)
-            continue
-        yield from _function_definition(function, path, context)
-        name = function.get("name")
-        if isinstance(name, str) and name in first_path:
+        if not isinstance(definition.function, dict):
             yield error(
-                f"{path}: `{name}` is defined twice ({first_path[name]} and {path})",
+                f"{definition.path} is {json_type(definition.function)}, not an object",
+                _DEFINITION,
+            )
+            continue
+        yield from _function_definition(definition, context)
+        first = example.functions.get(definition.name) if definition.name else None
+        if first is not None and first is not definition:
+            yield error(
+                f"{definition.path}: `{definition.name}` is defined twice ({first.path} and "
+                f"{definition.path})",
                 "keep one definition per function",
             )
-        elif isinstance(name, str):
-            first_path[name] = path
 
 
 _DEFINITION = '{"type": "function", "function": {"name", "description", "parameters"}}'
@@ -152,33 +152,33 @@ def _tool_wrapper(tool: Any, index: int) -> Iterator[Finding]:
         )
 
 
-def _function_definition(
-    function: dict[str, Any], path: str, context: Context
-) -> Iterator[Finding]:
+def _function_definition(definition: Definition, context: Context) -> Iterator[Finding]:
+    function: dict[str, Any] = definition.function
     name = function.get("name")
     if not isinstance(name, str):
-        yield error(f"{path} has no name", "give the function a name")
+        yield error(f"{definition.path} has no name", "give the function a name")
     elif not FUNCTION_NAME.fullmatch(name):
         yield error(
-            f"{path}: name `{name}` is not valid",
+            f"{definition.path}: name `{name}` is not valid",
             "use letters, digits, _ and -, at most 64 characters",
         )
     description = function.get("description")
     if description is not None and not isinstance(description, str):
-        yield error(f"{path}.description is {json_type(description)}, not a string", "fix it")
-    parameters = function.get("parameters")
-    if parameters is None:
-        return
-    if not isinstance(parameters, dict):
         yield error(
-            f"{path}.parameters is {json_type(parameters)}, not an object",
+            f"{definition.path}.description is {json_type(description)}, not a string",
+            "write the description as a string",
+        )
+    parameters = function.get("parameters")
+    if parameters is not None and not isinstance(parameters, dict):
+        yield error(
+            f"{definition.path}.parameters is {json_type(parameters)}, not an object",
             'write a JSON Schema: {"type": "object", "properties": {...}}',
         )
-        return
-    problem = context.schemas.problem(parameters)
+    problem = context.schemas.problem(definition)
     if problem is not None:
         yield error(
-            f"{path}.parameters is not a valid JSON Schema: {problem}", "correct the schema"
+            f"{definition.path}.parameters is not a valid JSON Schema: {problem}",
+            "correct the schema",
         )
 
 

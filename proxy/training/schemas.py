@@ -1,9 +1,9 @@
-"""JSON Schema validation of call arguments, with one compiled validator per distinct schema.
+"""JSON Schema validation of call arguments, with one compiled validator per definition.
 
 A file of a hundred thousand examples usually repeats the same few tool definitions, so
-compiling a validator once per distinct `parameters` (keyed by its serialisation) makes the
-check of each call cheap. The cache is capped so that a file with a new schema on every line
-still runs in bounded memory.
+compiling a validator once per distinct definition (keyed by its serialisation, which the
+example view computes once) makes the check of each call cheap. The cache is capped so that
+a file with a new schema on every line still runs in bounded memory.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import jsonschema
 
-from proxy import jsonutil
+from proxy.training.example import Definition
 
 MAX_CACHED_SCHEMAS = 1024
 # The first few problems are enough to fix the arguments; the rest usually follow from them.
@@ -23,21 +23,23 @@ MAX_MESSAGE_CHARS = 160
 
 class Schemas:
     def __init__(self) -> None:
-        # serialised schema -> its validator, or the reason it is not a valid schema
-        self._cache: dict[bytes, Any | str] = {}
+        # serialised definition -> the validator of its parameters, the reason they are not
+        # a valid schema, or None when the function declares no parameters object
+        self._cache: dict[bytes, Any | str | None] = {}
 
-    def problem(self, schema: dict[str, Any]) -> str | None:
-        """Why `schema` is not a valid JSON Schema, or None when it is."""
-        compiled = self._compiled(schema)
+    def problem(self, definition: Definition) -> str | None:
+        """Why the function's `parameters` are not a valid JSON Schema, or None."""
+        compiled = self._compiled(definition)
         return compiled if isinstance(compiled, str) else None
 
-    def mismatches(self, instance: Any, schema: dict[str, Any]) -> list[str]:
-        """How `instance` breaks `schema`, as `path: message` texts; [] when it fits.
+    def mismatches(self, instance: Any, definition: Definition) -> list[str]:
+        """How `instance` breaks the function's schema, as `path: message` texts; [] if it fits.
 
-        An invalid schema is reported on the definition, not here: it yields [].
+        A function without a (valid) schema accepts anything here: the definition's own
+        problem is reported on the definition.
         """
-        validator = self._compiled(schema)
-        if isinstance(validator, str) or validator.is_valid(instance):
+        validator = self._compiled(definition)
+        if validator is None or isinstance(validator, str) or validator.is_valid(instance):
             return []
         # Most relevant first, as jsonschema's own `best_match` ranks them.
         errors = sorted(
@@ -45,12 +47,15 @@ class Schemas:
         )
         return [_describe(error) for error in errors[:MAX_PROBLEMS_SHOWN]]
 
-    def _compiled(self, schema: dict[str, Any]) -> Any | str:
-        key = jsonutil.dumps(schema)
+    def _compiled(self, definition: Definition) -> Any | str | None:
+        key = definition.serialized
+        if key is None:
+            return None
         if key not in self._cache:
             if len(self._cache) >= MAX_CACHED_SCHEMAS:
                 self._cache.clear()
-            self._cache[key] = _compile(schema)
+            parameters = definition.function.get("parameters")
+            self._cache[key] = _compile(parameters) if isinstance(parameters, dict) else None
         return self._cache[key]
 
 

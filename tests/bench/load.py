@@ -23,7 +23,9 @@ from harness import (
     FIXTURES,
     LOAD_CPU,
     LOOPBACK,
+    PROXY_CPU,
     BenchError,
+    cpu_busy_seconds,
     cpu_seconds,
     free_port,
     http_get,
@@ -63,6 +65,7 @@ class Target:
     paths: dict[str, str]  # mode -> path
     variant: str  # sent as x-tuned-proxy-variant; "-" for none
     pid: int  # the process whose CPU time is this target's
+    cpu: int  # the CPU it is pinned to
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,8 @@ class Sample:
     p99_us: float
     errors: int
     cpu_us_per_request: float
+    busy: float  # the target's CPU time over the run's wall time: 1.0 = one core saturated
+    foreign: float  # share of the proxy CPU used by anything but the target (noise)
     capped: bool
     log_lines: int | None  # request log lines the proxy wrote during the run
 
@@ -142,10 +147,14 @@ def request_log_lines(log: IO[bytes]) -> int:
 def measure(
     target: Target, mode: str, connections: int, rep: int, settings: LoadSettings, log: IO[bytes]
 ) -> Sample:
-    cpu_before = cpu_seconds(target.pid)
+    started, cpu_before = time.monotonic(), cpu_seconds(target.pid)
+    proxy_cpu_before = cpu_busy_seconds(PROXY_CPU)
     figures = wrk(target, mode, connections, settings.duration_s)
     time.sleep(SETTLE_S)
     cpu = cpu_seconds(target.pid) - cpu_before
+    wall = time.monotonic() - started
+    ours = cpu if target.cpu == PROXY_CPU else 0.0
+    foreign = max(cpu_busy_seconds(PROXY_CPU) - proxy_cpu_before - ours, 0.0) / wall
     requests = figures.requests
     return Sample(
         rep=rep,
@@ -158,6 +167,8 @@ def measure(
         p99_us=figures.p99_us,
         errors=figures.errors,
         cpu_us_per_request=cpu / requests * 1e6 if requests else float("nan"),
+        busy=cpu / wall,
+        foreign=foreign,
         capped=requests >= request_cap(settings.duration_s) - connections,
         log_lines=request_log_lines(log) if target.name in TUNED else None,
     )
@@ -199,11 +210,12 @@ def start_targets(group_dir: Path, stack: ExitStack) -> tuple[list[Target], IO[b
     upstream_paths = {mode: f"/{mode}/v1/chat/completions" for mode in MODES}
     proxy_paths = dict.fromkeys(MODES, "/v1/chat/completions")
     proxy_url = f"http://{LOOPBACK}:{proxy_port}"
+    forwarder_url = f"http://{LOOPBACK}:{forwarder_port}"
     targets = [
-        Target(DIRECT, upstream, upstream_paths, "-", nginx.pid),
-        Target(FLOOR, f"http://{LOOPBACK}:{forwarder_port}", upstream_paths, "-", floor.pid),
-        Target(SLIM, proxy_url, proxy_paths, "slim", tuned.pid),
-        Target(IDENTICAL, proxy_url, proxy_paths, "identical", tuned.pid),
+        Target(DIRECT, upstream, upstream_paths, "-", nginx.pid, LOAD_CPU),
+        Target(FLOOR, forwarder_url, upstream_paths, "-", floor.pid, PROXY_CPU),
+        Target(SLIM, proxy_url, proxy_paths, "slim", tuned.pid, PROXY_CPU),
+        Target(IDENTICAL, proxy_url, proxy_paths, "identical", tuned.pid, PROXY_CPU),
     ]
     return targets, log
 

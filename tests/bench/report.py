@@ -29,6 +29,10 @@ def cpu(sample: Sample) -> float:
     return sample.cpu_us_per_request
 
 
+def busy(sample: Sample) -> float:
+    return sample.busy
+
+
 @dataclass(frozen=True)
 class LoadResults:
     """The samples of the load part, read per (target, mode, concurrency) cell."""
@@ -106,12 +110,13 @@ def throughput_table(results: LoadResults) -> str:
                         f"{results.median(target, mode, connections, p50) / 1000:.2f}",
                         f"{results.median(target, mode, connections, p99) / 1000:.2f}",
                         f"{results.median(target, mode, connections, cpu):.0f}",
+                        f"{100 * results.median(target, mode, connections, busy):.0f}",
                         str(results.errors(target, mode, connections)),
                     ]
                 )
     header = ["mode", "c", "target", "req/s", "× forwarder", "p50 ms", "p99 ms"]
-    header += ["CPU µs/request", "errors"]
-    return markdown(header, "lrlrrrrrr", rows)
+    header += ["CPU µs/request", "CPU busy %", "errors"]
+    return markdown(header, "lrlrrrrrrr", rows)
 
 
 def ratio_table(results: LoadResults) -> str:
@@ -130,6 +135,16 @@ def ratio_table(results: LoadResults) -> str:
     ]
     header = ["mode", "variant", "req/s c=32", "req/s c=128", "added p50 c=1", "CPU/request c=32"]
     return markdown(header, "llrrrr", rows)
+
+
+def noise_note(results: LoadResults) -> str:
+    """How much of the proxy CPU other work took: the figures are only as clean as this."""
+    foreign = [sample.foreign for sample in results.samples]
+    return (
+        f"CPU 0 taken by anything but the target under test: median {100 * median(foreign):.0f} %,"
+        f" worst {100 * max(foreign):.0f} % of a run (near 0 on a quiet machine; above a few %, "
+        "req/s and latency are understated and only CPU µs/request is comparable)"
+    )
 
 
 def log_note(results: LoadResults) -> str:
@@ -235,6 +250,7 @@ class Report:
         if self.load:
             results, metrics = self.load
             notes.append(f"{metrics}; {log_note(results)}.")
+            notes.append(f"{noise_note(results)}.")
         parts = [f"## {self.title}", "", "\n".join(notes)]
         for heading, table in self.sections():
             parts += ["", f"### {heading}", "", table]
