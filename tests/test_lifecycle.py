@@ -142,3 +142,24 @@ async def test_sigterm_lets_a_stream_in_flight_finish_then_exits_0(tmp_path: Pat
         assert rest.endswith(b"data: [DONE]\n\n")
         async with asyncio.timeout(20):
             assert await server.proc.wait() == 0
+
+
+async def test_a_request_in_flight_finishes_on_the_config_it_started_with(tmp_path: Path) -> None:
+    path = tmp_path / "tuned-proxy.yaml"
+    path.write_text(yaml.safe_dump(config("ft-slow-100")))
+    async with serving(path) as server, aiohttp.ClientSession() as session:
+        async with session.post(
+            f"{server.url}/v1/chat/completions",
+            json={"model": "chat", "messages": MESSAGES, "stream": True},
+        ) as response:
+            first = await response.content.readuntil(b"\n\n")
+            path.write_text(yaml.safe_dump(config("model-new")))
+            server.proc.send_signal(signal.SIGHUP)
+            await read_until(server.proc, server.lines, "config reloaded")
+            assert await server.answered_model(session) == "model-new"
+            rest = await response.content.read()
+        events = [
+            json.loads(e[6:]) for e in (first + rest).split(b"\n\n") if e.startswith(b"data: {")
+        ]
+        assert {event["model"] for event in events} == {"ft-slow-100"}
+        assert rest.endswith(b"data: [DONE]\n\n")

@@ -166,7 +166,8 @@ def main() -> int:
     print(f"## Profile of {name}, {args.mode}, c={CONNECTIONS}: {found.total} samples on CPU\n")
     print(found.table(found.by_package, args.top, "package (frame on CPU)") + "\n")
     print(found.table(found.own, args.top, "function, own time") + "\n")
-    print(found.table(found.inclusive, args.top * 2, "function, inclusive time"))
+    own_code = Counter({f: n for f, n in found.inclusive.items() if f.module.startswith("proxy/")})
+    print(found.table(own_code, args.top * 2, "tuned-proxy function, inclusive time"))
     return 0
 
 
