@@ -100,6 +100,10 @@ async def test_sighup_reloads_and_a_broken_config_changes_nothing(tmp_path: Path
         )
         assert any("unknown upstream 'nowhere'" in error for error in refused["errors"])
         assert await server.answered_model(session) == "model-two"
+        async with session.get(f"{server.url}/metrics") as response:
+            metrics = await response.text()
+        assert 'tuned_proxy_config_reloads_total{result="ok"} 1.0' in metrics
+        assert 'tuned_proxy_config_reloads_total{result="error"} 1.0' in metrics
 
 
 async def test_watch_reloads_on_file_change(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from proxy.training.example import Call, Example
 from proxy.training.findings import Finding, error
 from proxy.training.rules import Context, where
 
-NEW_CALL_IDS = "`tuned-proxy training rewrite --new-call-ids` does it"
+NEW_CALL_IDS = "`tuned-proxy training rewrite --new-call-ids` replaces shared and placeholder ids"
 
 
 def call_shapes(example: Example, context: Context) -> Iterator[Finding]:
@@ -171,7 +171,7 @@ def unique_call_ids(example: Example, context: Context) -> Iterator[Finding]:
             if count > 1:
                 yield error(
                     f"{where(example, index)}: call id `{call_id}` is used by {count} calls",
-                    f"give each call its own id ({NEW_CALL_IDS})",
+                    f"give each call its own id; {NEW_CALL_IDS}",
                 )
 
 

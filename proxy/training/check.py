@@ -181,8 +181,8 @@ def _redefined(difference: Difference) -> Finding:
         f"`{difference.function}` is defined {difference.variants} ways across the examples: "
         f"{_line_list(difference.lines, difference.examples)} {verb} one that differs from the "
         f"most used: {difference.summary}",
-        "make every example use one definition (`tuned-proxy tools extract` writes the most "
-        "used one); a model trained on two definitions of a tool has learned neither exactly",
+        "make every example use one definition: `tuned-proxy tools extract` writes the most "
+        "used one, and a model trained on two definitions of a tool has learned neither exactly",
     )
     return replace(found, line=difference.lines[0])
 

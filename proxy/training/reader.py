@@ -52,7 +52,8 @@ def is_blank(line: RawLine) -> bool:
 def parse_example(line: RawLine) -> dict[str, Any] | Finding:
     """The example on `line`, or the error that says why it is not one."""
     try:
-        example = jsonutil.loads(line.data)
+        # Without the newline, so that a truncated line's column points at its end.
+        example = jsonutil.loads(line.data.rstrip(b"\r\n"))
     except jsonutil.JSONDecodeError as exc:
         # orjson counts lines inside the document; each example is one line, so the column
         # is what locates the fault.

@@ -78,8 +78,8 @@ def example_keys(data: dict[str, Any]) -> Iterator[Finding]:
         if key not in EXAMPLE_KEYS:
             yield warning(
                 f"unknown key `{key}`",
-                f"remove it: an example holds {', '.join(EXAMPLE_KEYS[:3])} "
-                "(and the deprecated functions)",
+                "remove it: an example holds messages, tools, parallel_tool_calls and the "
+                "deprecated functions",
             )
     parallel = data.get("parallel_tool_calls")
     if parallel is not None and not isinstance(parallel, bool):
@@ -237,10 +237,13 @@ def _content(example: Example, index: int, message: dict[str, Any], role: str) -
                 "put the tool's result in one string; the fine-tuning validator rejects "
                 "content parts in tool messages",
             )
+    elif content is None:
+        yield error(
+            f"{where(example, index)} has no content", f"give the {role} message's text"
+        )
     elif not isinstance(content, str | list):
         yield error(
-            f"{where(example, index)}: content is {json_type(content)}"
-            + (", it is required" if content is None else ", not a string"),
+            f"{where(example, index)}: content is {json_type(content)}, not a string",
             f"give the {role} message's text as a string",
         )
 
@@ -278,12 +281,12 @@ def weights(example: Example, context: Context) -> Iterator[Finding]:
         elif type(weight) is not int or weight not in (0, 1):
             yield error(
                 f"{where(example, index)}: weight is {_value(weight)}; it must be 0 or 1",
-                "1 (the default) trains on the message, 0 keeps it as context only",
+                "weight 1, the default, trains on the message; 0 keeps it as context only",
             )
     if trained == 0 and "assistant" in example.roles:
         yield warning(
             "every assistant message has weight 0: the example trains nothing",
-            "set weight 1 (or remove weight) on the turns the model should learn",
+            "set weight 1, or remove weight, on the turns the model should learn",
         )
 
 
