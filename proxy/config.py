@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pydantic
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from proxy.errors import ConfigError, validation_messages
 from proxy.policy import PASSTHROUGH, Policy, load_policy
 from proxy.rewrite import RewriteResult, rewrite
+from proxy.yamlfile import read_yaml_mapping
 
 STICKY_PATTERN = re.compile(
     r"^(header:[A-Za-z0-9!#$%&'*+.^_`|~-]+|body:(user|safety_identifier|prompt_cache_key))$"
@@ -176,19 +176,11 @@ def read_client_keys(config: ProxyConfig) -> tuple[str, ...]:
 
 def parse_config(path: Path) -> ProxyConfig:
     """Phase 1: the file's shape."""
-    name = str(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError([f"{name}: cannot read: {exc.strerror or exc}"]) from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{name}: invalid YAML: {exc}"]) from exc
-    if not isinstance(raw, dict):
-        raise ConfigError([f"{name}: the config must be a mapping"])
+    raw = read_yaml_mapping(path, "the config")
     try:
         return ProxyConfig.model_validate(raw)
     except pydantic.ValidationError as exc:
-        raise ConfigError(validation_messages(name, exc)) from exc
+        raise ConfigError(validation_messages(str(path), exc)) from exc
 
 
 class _Linker:

@@ -32,7 +32,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -51,6 +50,7 @@ from proxy.errors import ConfigError, validation_messages
 from proxy.rewrite.fields import json_type
 from proxy.rewrite.logit_bias import MAX_LOGIT_BIAS_TOKENS
 from proxy.rewrite.schema import SchemaTooDeep, SlimLevel, slim_tool
+from proxy.yamlfile import read_yaml_mapping
 
 
 def _policy_error(message: str) -> PydanticCustomError:
@@ -234,27 +234,12 @@ def load_policy(path: Path, name: str) -> Policy:
 
 def _read_spec(path: Path) -> PolicySpec:
     file = str(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError([f"{file}: (file): cannot read: {exc.strerror or exc}"]) from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{file}: (file): invalid YAML: {_yaml_problem(exc)}"]) from exc
-    if raw is None:
-        raw = {}  # an empty file is a policy with every default
-    if not isinstance(raw, dict):
-        kind = json_type(raw)
-        raise ConfigError([f"{file}: (file): a policy is a mapping of keys, not {kind}"])
+    # an empty file is a policy with every default
+    raw = read_yaml_mapping(path, "a policy", empty_ok=True)
     try:
         return PolicySpec.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(validation_messages(file, exc)) from exc
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc)
-    return f"{problem} at line {mark.line + 1}" if mark is not None else problem
 
 
 def _read_training_tools(policy_path: Path, relative: str) -> list[dict[str, Any]]:

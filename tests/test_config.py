@@ -146,7 +146,7 @@ def test_invalid_yaml_and_non_mapping(tmp_path: Path) -> None:
     path.write_text("routes: [unclosed")
     with pytest.raises(ConfigError) as info:
         load_config(path)
-    assert info.value.errors[0].startswith(f"{path}: invalid YAML")
+    assert info.value.errors[0].startswith(f"{path}: (file): invalid YAML")
     path.write_text("- a list")
     with pytest.raises(ConfigError):
         load_config(path)
