@@ -237,7 +237,10 @@ class _Pending:
         if call_id in self.answered:
             return f"answers call `{call_id}` again: it is already answered"
         if call_id in self.called:
-            return f"answers call `{call_id}`, made before the assistant message just above it"
+            return (
+                f"answers call `{call_id}` of an earlier turn, not one of the assistant message "
+                "right before it"
+            )
         return f"answers call `{call_id}`, but no call has that id"
 
     def function_answer(self, example: Example, index: int) -> Iterator[Finding]:

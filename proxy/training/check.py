@@ -9,10 +9,10 @@ grows with the number of distinct tool definitions, never with the number of exa
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import get_args
+from typing import Any, cast, get_args
 
 from proxy.tools_extract import Difference
 from proxy.training.calls import (
@@ -134,20 +134,16 @@ class TrainingFileCheck:
         if isinstance(data, Finding):
             yield data
             return
-        yield from example_keys(data)
-        example = read_example(data, len(line.data))
-        if example is None:
-            return
-        for rule in RULES:
-            yield from rule(example, self._context)
-        self._count(example)
-        self._definitions.record(example, line.number)
+        example = yield from check_example(data, self._context, size=len(line.data))
+        if example is not None:
+            self._count(example)
+            self._definitions.record(example, line.number)
 
     def _count(self, example: Example) -> None:
         summary = self.summary
         summary.legacy_examples += example.legacy
         summary.calls += len(example.calls)
-        if any(len(calls) > 1 for calls in example.calls_by_message.values()):
+        if len(example.calls) > len(example.calls_by_message):  # some message calls twice
             summary.parallel_messages += sum(
                 count > 1 for count in calls_per_message(example).values()
             )
@@ -173,6 +169,22 @@ class TrainingFileCheck:
         for difference in self._definitions.differences():
             self.summary.redefined_functions += 1
             yield _redefined(difference)
+
+
+def check_example(
+    data: dict[str, Any], context: Context, *, size: int = 0
+) -> Generator[Finding, None, Example | None]:
+    """Yield the findings of one example (`size`: its line's bytes); return its view.
+
+    The view is None when the example has no messages to check.
+    """
+    yield from example_keys(data)
+    example = read_example(data, size)
+    if example is None:
+        return None
+    for rule in RULES:
+        yield from rule(example, context)
+    return example
 
 
 def _redefined(difference: Difference) -> Finding:
@@ -220,10 +232,9 @@ def format_summary(file: str, summary: Summary) -> str:
 
 
 def _format(fmt: str) -> Format:
-    for known in get_args(Format):
-        if fmt == known:
-            return known  # type: ignore[no-any-return]  # get_args loses the literal type
-    raise ValueError(f"unknown training file format {fmt!r}; use openai or azure")
+    if fmt not in get_args(Format):
+        raise ValueError(f"unknown training file format {fmt!r}; use openai or azure")
+    return cast(Format, fmt)
 
 
 def run_check(path: Path, fmt: str, *, max_tokens: int = DEFAULT_MAX_TOKENS) -> int:

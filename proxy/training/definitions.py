@@ -27,7 +27,10 @@ class Definitions:
             if key is None or tool is None or key in counted:
                 continue
             counted.add(key)
-            by_key = self._seen.setdefault(definition.function["name"], {})
+            name = definition.function["name"]
+            by_key = self._seen.get(name)
+            if by_key is None:
+                by_key = self._seen[name] = {}
             known = by_key.get(key)
             if known is None:
                 known = by_key[key] = _Definition(tool)

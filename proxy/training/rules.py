@@ -27,7 +27,7 @@ MAX_TOOLS = 128
 EXAMPLE_KEYS = ("messages", "tools", "parallel_tool_calls", "functions")
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 # The keys each role may carry; anything else is likely a typo (`tool_call`, `toolCalls`).
-# `weight` is left out here: its own rule says where it belongs.
+# `weight` belongs to the assistant only; elsewhere its own rule reports it, as an error.
 MESSAGE_KEYS: dict[str, frozenset[str]] = {
     "system": frozenset({"role", "content", "name"}),
     "developer": frozenset({"role", "content", "name"}),
@@ -238,9 +238,7 @@ def _content(example: Example, index: int, message: dict[str, Any], role: str) -
                 "content parts in tool messages",
             )
     elif content is None:
-        yield error(
-            f"{where(example, index)} has no content", f"give the {role} message's text"
-        )
+        yield error(f"{where(example, index)} has no content", f"give the {role} message's text")
     elif not isinstance(content, str | list):
         yield error(
             f"{where(example, index)}: content is {json_type(content)}, not a string",
