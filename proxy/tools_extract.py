@@ -62,7 +62,7 @@ class ExtractError(Exception):
 
 
 @dataclass
-class _Definition:
+class DefinitionUse:
     tool: dict[str, Any]
     uses: int = 0
     lines: list[int] = field(default_factory=list)
@@ -76,23 +76,23 @@ class _Definition:
 # Per function name, its definitions keyed by their serialisation in file key order, so that
 # two definitions differing only in key order count as different: `identical` mode sends the
 # training bytes, and key order is part of what the model saw.
-_Seen = dict[str, dict[bytes, _Definition]]
+SeenDefinitions = dict[str, dict[bytes, DefinitionUse]]
 
 
 def extract_tools(path: Path) -> Extraction:
     """Read a chat fine-tuning file and return its canonical tool definitions."""
-    seen: _Seen = {}
+    seen: SeenDefinitions = {}
     examples = legacy_examples = 0
     for line, example in _read_examples(path):
         examples += 1
         tools, is_legacy = _example_tools(example, path, line)
         legacy_examples += is_legacy
         _record(seen, tools, line)
-    canonical = {name: _canonical(definitions) for name, definitions in seen.items()}
+    canonical = {name: canonical_definition(definitions) for name, definitions in seen.items()}
     return Extraction(
         tools=[definition.tool for definition in canonical.values()],
         differences=[
-            _difference(name, definitions, canonical[name])
+            describe_difference(name, definitions, canonical[name])
             for name, definitions in seen.items()
             if len(definitions) > 1
         ],
@@ -160,24 +160,24 @@ def _tool_name(tool: Any, where: str, path: Path, line: int) -> str:
     return name
 
 
-def _record(seen: _Seen, tools: list[tuple[str, dict[str, Any]]], line: int) -> None:
+def _record(seen: SeenDefinitions, tools: list[tuple[str, dict[str, Any]]], line: int) -> None:
     counted: set[tuple[str, bytes]] = set()  # a tool listed twice in one example counts once
     for name, tool in tools:
         key = jsonutil.dumps(tool)
-        definition = seen.setdefault(name, {}).setdefault(key, _Definition(tool))
+        definition = seen.setdefault(name, {}).setdefault(key, DefinitionUse(tool))
         if (name, key) not in counted:
             counted.add((name, key))
             definition.used_by(line)
 
 
-def _canonical(definitions: dict[bytes, _Definition]) -> _Definition:
+def canonical_definition(definitions: dict[bytes, DefinitionUse]) -> DefinitionUse:
     # max() keeps the first of equal maxima and dicts keep insertion order: ties go to the
     # definition seen first.
     return max(definitions.values(), key=lambda definition: definition.uses)
 
 
-def _difference(
-    name: str, definitions: dict[bytes, _Definition], canonical: _Definition
+def describe_difference(
+    name: str, definitions: dict[bytes, DefinitionUse], canonical: DefinitionUse
 ) -> Difference:
     others = [definition for definition in definitions.values() if definition is not canonical]
     parts = []

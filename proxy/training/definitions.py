@@ -11,13 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from proxy.tools_extract import Difference, _canonical, _Definition, _difference, _Seen
+from proxy.tools_extract import (
+    DefinitionUse,
+    Difference,
+    SeenDefinitions,
+    canonical_definition,
+    describe_difference,
+)
 from proxy.training.example import Example
 
 
 class Definitions:
     def __init__(self) -> None:
-        self._seen: _Seen = {}
+        self._seen: SeenDefinitions = {}
 
     def record(self, example: Example, line: int) -> None:
         """Count the example's well-formed function definitions as used on `line`."""
@@ -33,7 +39,7 @@ class Definitions:
                 by_key = self._seen[name] = {}
             known = by_key.get(key)
             if known is None:
-                known = by_key[key] = _Definition(tool)
+                known = by_key[key] = DefinitionUse(tool)
             known.used_by(line)
 
     @property
@@ -44,4 +50,4 @@ class Definitions:
         """One per function defined in more than one way, naming the lines that differ."""
         for name, definitions in self._seen.items():
             if len(definitions) > 1:
-                yield _difference(name, definitions, _canonical(definitions))
+                yield describe_difference(name, definitions, canonical_definition(definitions))
