@@ -18,6 +18,7 @@ from proxy.config import Runtime
 from proxy.errors import (
     AuthenticationFailed,
     BodyTooLarge,
+    HeadersTooLarge,
     InternalError,
     MethodNotAllowed,
     NotFound,
@@ -35,12 +36,31 @@ PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request the client abandoned
 # A client's request id is echoed only if it is short and printable (it goes into headers and logs).
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
+# Envoy's default cap on a request's headers is 60 KiB. aiohttp caps each header (8190 bytes)
+# and their number (128), not their sum, which could approach 1 MiB.
+MAX_HEADER_BYTES = 64 * 1024
+_MAX_HEADER_LINE = 8190  # aiohttp's cap on one header, name and value together
 logger = structlog.get_logger("tuned_proxy.app")
 
 
 def request_id_for(request: web.Request) -> str:
     given = request.headers.get("x-request-id", "")
     return given if _SAFE_REQUEST_ID.match(given) else f"req_{uuid.uuid4().hex}"
+
+
+def check_header_size(request: web.Request) -> None:
+    """Refuse a request whose headers add up to more than `MAX_HEADER_BYTES` (a 431)."""
+    headers = request.raw_headers
+    if len(headers) * _MAX_HEADER_LINE <= MAX_HEADER_BYTES:
+        return  # too few to add up to the cap: the common case costs one multiplication
+    size = 0
+    for name, value in headers:
+        size += len(name) + len(value)
+    if size > MAX_HEADER_BYTES:
+        raise HeadersTooLarge(
+            f"The request's headers add up to {size} bytes; "
+            f"at most {MAX_HEADER_BYTES} are accepted."
+        )
 
 
 def error_response(exc: ProxyError, request_id: str) -> web.Response:
@@ -67,6 +87,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     request[RECORD] = record
     structlog.contextvars.bind_contextvars(request_id=record.request_id)
     try:
+        check_header_size(request)
         response = await handler(request)
     except ProxyError as exc:
         response = error_response(exc, record.request_id)
@@ -105,6 +126,20 @@ def finish(request: web.Request, record: RequestRecord) -> None:
         check_arguments(state.arguments, record, record.argument_schemas)
     state.metrics.observe_request(record)
     log_request(record)
+
+
+def record_unparsed(app: web.Application, error: ProxyError) -> str:
+    """Count and log a request aiohttp could not parse, which never reaches the middlewares.
+
+    Returns the request id given to it.
+    """
+    record = RequestRecord(request_id=f"req_{uuid.uuid4().hex}", path="")
+    record.status, record.error = error.status, error.message
+    state = app.get(STATE)
+    if state is not None:  # None: a plain app (the mock upstream) run by the same runner
+        state.metrics.observe_request(record)
+    log_request(record)
+    return record.request_id
 
 
 def check_arguments(

@@ -108,18 +108,34 @@ class Overloaded(ProxyError):
         return {"retry-after": str(self.retry_after_s)}
 
 
-class UpstreamUnreachable(ProxyError):
+class UpstreamFailure(ProxyError):
+    """A failure of the upstream rather than of the client or the proxy.
+
+    `reason` is its bounded label in `upstream_errors_total` and in the request's log line:
+    `connect`, `disconnected` (closed before answering), `timeout`, `broken_stream` (the
+    answer broke after it started), `invalid_response` (an answer that is not one), `auth`
+    (the upstream refused the proxy's credential).
+    """
+
+    error_type = "server_error"
+    default_reason: ClassVar[str] = "connect"
+
+    def __init__(self, message: str, *, reason: str | None = None, code: str | None = None):
+        super().__init__(message, code=code)
+        self.reason = reason or self.default_reason
+
+
+class UpstreamUnreachable(UpstreamFailure):
     """The upstream could not be reached, or answered with something that is not an answer."""
 
     status = 502
-    error_type = "server_error"
     default_code = "upstream_error"
 
 
-class UpstreamTimeout(ProxyError):
+class UpstreamTimeout(UpstreamFailure):
     status = 504
-    error_type = "server_error"
     default_code = "upstream_timeout"
+    default_reason = "timeout"
 
 
 class InternalError(ProxyError):

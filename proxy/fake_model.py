@@ -41,6 +41,12 @@ PREFIX_CHUNKS = 3
 ARGUMENT_FRAGMENT_CHARS = 8
 """Streamed tool-call arguments arrive in fragments of this many characters, as from a model."""
 
+HUGE_MB = 10
+"""The size of a `huge` text answer, in MiB, unless a number follows the word."""
+
+LONG_PIECE_CHARS = 64 * 1024
+"""A text answer longer than this streams in pieces of this many characters, not word by word."""
+
 SYSTEM_FINGERPRINT = "fp_mock"
 MAX_QUOTED_CHARS = 200
 CHARS_PER_TOKEN = 4
@@ -69,16 +75,38 @@ class Behavior:
     stream_cut: bool = False
     """`stream-cut`: a few chunks, then the connection drops without `[DONE]`."""
     stream_stall_ms: int = 0
-    """`stream-stall[-MS]`: a few chunks, then silence, then the rest of the answer."""
+    """`stream-stall[-MS]`: a few chunks (half a non-streamed body), then silence, then the rest."""
+    reset: bool = False
+    """`reset`: the connection drops before the status line: no byte of an answer."""
+    malformed_json: bool = False
+    """`malformed-json`: a 200 whose JSON body (or one stream event) is cut short."""
+    answer_mb: int = 0
+    """`huge[-MB]`: a text answer of that many MiB (default `HUGE_MB`)."""
+    leaky_headers: bool = False
+    """`leaky-headers`: answers also carry headers no client should see (`set-cookie`, ...)."""
+    stream_error: bool = False
+    """`stream-error`: a few chunks, then an OpenAI error event in place of the rest."""
 
 
 # One steering word, optionally followed by a number: `error-429`, `slow-20`, `stall`.
 # The alternation lists `stream-stall` before `stall` so the longer word wins.
 _STEERING_WORD = re.compile(
     r"(?<![a-z0-9])"
-    r"(slow|error|stream-cut|stream-stall|stall|tool|text|parallel|invalid-args|bad-json)"
+    r"(slow|error|stream-cut|stream-stall|stall|tool|text|parallel|invalid-args|bad-json"
+    r"|malformed-json|reset|huge|leaky-headers|stream-error)"
     r"(?:-(\d+))?(?![a-z0-9])"
 )
+# Words that switch one flag of `Behavior` on.
+_FLAG_WORDS = {
+    "stream-cut": "stream_cut",
+    "parallel": "parallel",
+    "invalid-args": "invalid_args",
+    "bad-json": "bad_json",
+    "malformed-json": "malformed_json",
+    "reset": "reset",
+    "leaky-headers": "leaky_headers",
+    "stream-error": "stream_error",
+}
 
 
 def parse_behavior(model: str, header: str | None) -> Behavior:
@@ -107,18 +135,15 @@ def _apply_word(behavior: Behavior, word: str, number: int | None) -> Behavior:
             return replace(behavior, stall_ms=STALL_MS if number is None else number)
         case "stream-stall":
             return replace(behavior, stream_stall_ms=STALL_MS if number is None else number)
-        case "stream-cut":
-            return replace(behavior, stream_cut=True)
+        case "huge":
+            return replace(behavior, answer_mb=HUGE_MB if number is None else number)
         case "tool":
             return replace(behavior, tool_mode="always")
         case "text":
             return replace(behavior, tool_mode="never")
-        case "parallel":
-            return replace(behavior, parallel=True)
-        case "invalid-args":
-            return replace(behavior, invalid_args=True)
-        case _:  # "bad-json", the last word the pattern knows
-            return replace(behavior, bad_json=True)
+        case _:  # a flag word
+            flag: dict[str, Any] = {_FLAG_WORDS[word]: True}
+            return replace(behavior, **flag)
 
 
 # ---------------------------------------------------------------------------
@@ -300,7 +325,14 @@ def _answer(body: dict[str, Any], behavior: Behavior) -> _Answer:
             legacy=legacy,
             finish_reason="function_call" if legacy else "tool_calls",
         )
+    if behavior.answer_mb > 0:
+        return _Answer(_filler(behavior.answer_mb * 1024 * 1024), (), legacy, "stop")
     return _text_answer(body, messages, legacy)
+
+
+def _filler(size: int) -> str:
+    sentence = "All work and no play makes a very long answer. "
+    return (sentence * (size // len(sentence) + 1))[:size]
 
 
 def _should_call(choice: _ToolChoice, last_role: str | None, behavior: Behavior) -> bool:
@@ -761,7 +793,14 @@ def _deltas(answer: _Answer) -> list[dict[str, Any]]:
         return list(_legacy_call_deltas(answer.calls[0]))
     if answer.calls:
         return list(_tool_call_deltas(answer.calls))
-    pieces = re.findall(r"\S+\s*|\s+", answer.content or "")
+    content = answer.content or ""
+    if len(content) > LONG_PIECE_CHARS:
+        pieces = [
+            content[start : start + LONG_PIECE_CHARS]
+            for start in range(0, len(content), LONG_PIECE_CHARS)
+        ]
+    else:
+        pieces = re.findall(r"\S+\s*|\s+", content)
     return [
         {"role": "assistant", "content": "", "refusal": None},
         *({"content": piece} for piece in pieces),

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from proxy.arguments import full_schemas
 from proxy.config import Route, Target
-from proxy.errors import ProxyError, UpstreamTimeout
+from proxy.errors import ProxyError, UpstreamFailure
 from proxy.record import Attempt, RequestRecord
 from proxy.relay import StreamRelay, ask_for_stream_usage, relay_error, relay_json
 from proxy.request import parse_chat_body, read_body, requested_model
@@ -95,7 +95,7 @@ async def forward(
             answer = await upstreams.send(target, result.body, record.request_id)
         except ProxyError as exc:
             attempt.error = exc.message
-            attempt.reason = "timeout" if isinstance(exc, UpstreamTimeout) else "connect"
+            attempt.reason = exc.reason if isinstance(exc, UpstreamFailure) else "connect"
             if is_last:
                 raise
             continue
@@ -136,4 +136,6 @@ def failure_reason(status: int) -> str | None:
         return "status_429"
     if status == 408:
         return "status_408"
+    if status in (401, 403):
+        return "auth"  # the upstream refused the proxy's own credential
     return "status_5xx" if status >= 500 else None

@@ -17,7 +17,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import web
@@ -46,6 +46,13 @@ RETRY_AFTER_S = 1
 JSON_TYPE = "application/json"
 SSE_TYPE = "text/event-stream; charset=utf-8"
 BAD_JSON_BODY = b"<html><body>upstream hiccup: this is not JSON</body></html>"
+# What `leaky-headers` adds: headers an upstream may send that must never reach a client.
+LEAKY_HEADERS = {
+    "set-cookie": "upstream_session=s3cr3t-session; Path=/; HttpOnly",
+    "x-internal-route": "pool-7.internal.example",
+    "www-authenticate": 'Bearer realm="upstream"',
+    "access-control-allow-origin": "*",
+}
 
 
 @dataclass(frozen=True)
@@ -53,7 +60,8 @@ class FakeExchange:
     """One fake answer, ready to send: the body arrives as the steering paces it.
 
     For `stream-cut`, iterating `chunks` raises `ConnectionResetError` after the partial
-    body; a transport turns that into an abrupt close of the connection.
+    body (for `reset`, before any byte); a transport turns that into an abrupt close of the
+    connection.
     """
 
     status: int
@@ -68,14 +76,42 @@ async def fake_exchange(body: dict[str, Any], headers: Mapping[str, str]) -> Fak
     behavior = parse_behavior(model if isinstance(model, str) else "", _header(headers))
     if behavior.stall_ms:
         await asyncio.sleep(behavior.stall_ms / 1000)
+    exchange = _exchange(body, headers, behavior, started)
+    if behavior.leaky_headers:
+        exchange = replace(exchange, headers={**exchange.headers, **LEAKY_HEADERS})
+    return exchange
+
+
+def _exchange(
+    body: dict[str, Any], headers: Mapping[str, str], behavior: Behavior, started: float
+) -> FakeExchange:
+    if behavior.reset:
+        return FakeExchange(status=200, headers={}, chunks=_reset())
     if behavior.error_status is not None:
-        return _steered_error(behavior.error_status, str(model), started)
+        key = _presented_key(headers)
+        return _steered_error(behavior.error_status, str(body.get("model")), started, key)
     problem = find_request_error(body)
     if problem is not None:
         return _error_exchange(problem.status, problem.body(), {}, started)
     if body.get("stream") is True:
         return _stream_exchange(body, behavior, started)
     return _json_exchange(body, behavior, started)
+
+
+async def _reset() -> AsyncIterator[bytes]:
+    raise ConnectionResetError("mock upstream: reset")
+    yield b""  # unreachable: makes this an async generator
+
+
+def _presented_key(headers: Mapping[str, str]) -> str:
+    """The API key a request carried (`Authorization: Bearer` or `api-key`), or ""."""
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower == "authorization" and value.lower().startswith("bearer "):
+            return value[7:].strip()
+        if lower == "api-key":
+            return value.strip()
+    return ""
 
 
 def _header(headers: Mapping[str, str]) -> str | None:
@@ -88,6 +124,8 @@ def _header(headers: Mapping[str, str]) -> str | None:
 
 def _json_exchange(body: dict[str, Any], behavior: Behavior, started: float) -> FakeExchange:
     payload = BAD_JSON_BODY if behavior.bad_json else dumps(complete(body, behavior))
+    if behavior.malformed_json:
+        payload = payload[: len(payload) // 2]
     return FakeExchange(
         status=200,
         headers=_headers(JSON_TYPE, started),
@@ -97,9 +135,15 @@ def _json_exchange(body: dict[str, Any], behavior: Behavior, started: float) -> 
 
 async def _paced_body(payload: bytes, behavior: Behavior) -> AsyncIterator[bytes]:
     await _pause(behavior.delay_ms)
+    half = len(payload) // 2
     if behavior.stream_cut:
-        yield payload[: len(payload) // 2]
+        yield payload[:half]
         raise ConnectionResetError("mock upstream: stream-cut")
+    if behavior.stream_stall_ms:
+        yield payload[:half]
+        await _pause(behavior.stream_stall_ms)
+        yield payload[half:]
+        return
     yield payload
 
 
@@ -107,7 +151,15 @@ def _stream_exchange(body: dict[str, Any], behavior: Behavior, started: float) -
     events = [b"data: " + dumps(chunk) + b"\n\n" for chunk in stream_chunks(body, behavior)]
     if behavior.bad_json:
         events.insert(1, b"data: {this is not json\n\n")
-    events.append(b"data: [DONE]\n\n")
+    if behavior.malformed_json:
+        events.insert(1, events[1][: len(events[1]) // 2] + b"\n\n")
+    if behavior.stream_error:
+        # As OpenAI ends a stream that fails once it has started: an error event, no [DONE].
+        error_type, code, message = _error_wording(500, str(body.get("model")))
+        error = {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+        events[PREFIX_CHUNKS:] = [b"data: " + dumps(error) + b"\n\n"]
+    else:
+        events.append(b"data: [DONE]\n\n")
     headers = {**_headers(SSE_TYPE, started), "cache-control": "no-cache"}
     return FakeExchange(status=200, headers=headers, chunks=_paced_events(events, behavior))
 
@@ -129,8 +181,8 @@ async def _pause(milliseconds: int) -> None:
         await asyncio.sleep(milliseconds / 1000)
 
 
-def _steered_error(status: int, model: str, started: float) -> FakeExchange:
-    error_type, code, message = _error_wording(status, model)
+def _steered_error(status: int, model: str, started: float, key: str = "") -> FakeExchange:
+    error_type, code, message = _error_wording(status, model, key)
     body = {"error": {"message": message, "type": error_type, "param": None, "code": code}}
     extra: dict[str, str] = {}
     if status == 429:
@@ -145,11 +197,15 @@ def _steered_error(status: int, model: str, started: float) -> FakeExchange:
     return _error_exchange(status, body, extra, started)
 
 
-def _error_wording(status: int, model: str) -> tuple[str, str | None, str]:
-    """(type, code, message) of the error OpenAI gives with this status."""
+def _error_wording(status: int, model: str, key: str = "") -> tuple[str, str | None, str]:
+    """(type, code, message) of the error OpenAI gives with this status.
+
+    OpenAI's 401 quotes the start and the end of the key it refused, and so does the mock's.
+    """
     match status:
         case 401:
-            return "invalid_request_error", "invalid_api_key", "Incorrect API key provided."
+            shown = f": {key[:3]}{'*' * 8}{key[-4:]}" if len(key) > 8 else ""
+            return "invalid_request_error", "invalid_api_key", f"Incorrect API key provided{shown}."
         case 404:
             return (
                 "invalid_request_error",

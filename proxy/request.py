@@ -45,7 +45,24 @@ def parse_chat_body(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest(
             "Missing or invalid 'messages': expected an array of messages.", param="messages"
         )
+    check_stream_options(body.get("stream_options"))
     return body
+
+
+def check_stream_options(options: Any) -> None:
+    """The proxy adds `include_usage` to this object, so its shape is the proxy's business."""
+    if options is None:
+        return
+    if not isinstance(options, dict):
+        raise InvalidRequest(
+            "Invalid type for 'stream_options': expected an object.", param="stream_options"
+        )
+    include_usage = options.get("include_usage")
+    if include_usage is not None and not isinstance(include_usage, bool):
+        raise InvalidRequest(
+            "Invalid type for 'stream_options.include_usage': expected a boolean.",
+            param="stream_options.include_usage",
+        )
 
 
 def requested_model(body: dict[str, Any], from_path: str | None) -> str:
@@ -53,6 +70,8 @@ def requested_model(body: dict[str, Any], from_path: str | None) -> str:
     if from_path:
         return from_path
     model = body.get("model")
-    if not isinstance(model, str) or not model:
+    if model is None or model == "":
         raise InvalidRequest("Missing required parameter: 'model'.", param="model")
+    if not isinstance(model, str):
+        raise InvalidRequest("Invalid type for 'model': expected a string.", param="model")
     return model

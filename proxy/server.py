@@ -5,17 +5,29 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import signal
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
-from proxy.app import build_app
+from proxy import jsonutil
+from proxy.app import build_app, record_unparsed
 from proxy.config import Runtime
+from proxy.errors import HeadersTooLarge, InternalError, InvalidRequest, ProxyError
 from proxy.reload import reload_config, watch_config
 from proxy.state import STATE
 
 logger = structlog.get_logger("tuned_proxy.server")
+# A client connection that sends no request for this long is closed, whether it never sent
+# one, sends its headers byte by byte, or idles between requests (nginx's keepalive_timeout;
+# aiohttp's own default is an hour). Clients' pools let idle connections go sooner (the
+# `openai` SDK after 5 s), so a kept-alive connection is not cut under a client's feet.
+CLIENT_IDLE_TIMEOUT_S = 75.0
 
 
 def is_loopback(host: str) -> bool:
@@ -43,17 +55,96 @@ def refuse_open_bind(runtime: Runtime, host: str, allow_unauthenticated: bool) -
     )
 
 
+def unparsed_request_error(status: int, exc: BaseException | None) -> ProxyError:
+    """The OpenAI error for a request aiohttp's parser refused (or a failure outside the app)."""
+    too_large = isinstance(exc, LineTooLong) or (
+        isinstance(exc, BadHttpMessage) and "Too many headers" in exc.message
+    )
+    if too_large:
+        return HeadersTooLarge("The request line or a header is too long, or there are too many.")
+    if status == 400:
+        return InvalidRequest(
+            "The request is not valid HTTP (a malformed request line or header).",
+            code="invalid_http_request",
+        )
+    return InternalError("Internal error in the proxy.")
+
+
+class _OpenAIErrorProtocol(RequestHandler):
+    """aiohttp's connection handler, answering what its parser refuses in OpenAI's error format
+    (aiohttp's own answer is a text/plain 400 that quotes the offending bytes)."""
+
+    def __init__(self, manager: _OpenAIErrorServer, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._record_unparsed = manager.record_unparsed
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0:  # as aiohttp does: too late for another answer
+            raise ConnectionError("the response has started; no error can be sent")
+        error = unparsed_request_error(status, exc)
+        request_id = self._record_unparsed(error)
+        response = web.Response(
+            body=jsonutil.dumps(error.body()),
+            status=error.status,
+            content_type="application/json",
+            headers={"x-request-id": request_id},
+        )
+        response.force_close()
+        return response
+
+
+class _OpenAIErrorServer(web.Server):
+    """aiohttp's low-level server, built like the app's, making `_OpenAIErrorProtocol`s.
+
+    aiohttp has no public hook for how its parser's refusals are answered: the handler class
+    is fixed in `Server.__call__`, so this subclass copies the app's server and overrides it.
+    """
+
+    def __init__(self, plain: web.Server, record_unparsed: Callable[[ProxyError], str]) -> None:
+        super().__init__(
+            plain.request_handler,
+            request_factory=plain.request_factory,
+            handler_cancellation=plain.handler_cancellation,
+            loop=asyncio.get_running_loop(),
+            **plain._kwargs,
+        )
+        self.record_unparsed = record_unparsed
+
+    def __call__(self) -> RequestHandler:
+        return _OpenAIErrorProtocol(self, loop=self._loop, **self._kwargs)
+
+
+class ProxyRunner(web.AppRunner):
+    """The app's runner; unparsable requests get OpenAI errors and are counted and logged."""
+
+    async def _make_server(self) -> web.Server:
+        plain = await super()._make_server()
+        app = self.app
+        return _OpenAIErrorServer(plain, lambda error: record_unparsed(app, error))
+
+
 async def start_site(
-    app: web.Application, host: str, port: int, shutdown_timeout: float = 30.0
+    app: web.Application,
+    host: str,
+    port: int,
+    shutdown_timeout: float = 30.0,
+    idle_timeout_s: float = CLIENT_IDLE_TIMEOUT_S,
 ) -> web.AppRunner:
     # handler_cancellation: a client that disconnects cancels its handler at once, which
     # closes the upstream request instead of letting it run on for nobody.
-    runner = web.AppRunner(
+    runner = ProxyRunner(
         app,
         handle_signals=False,
         handler_cancellation=True,
         access_log=None,
         shutdown_timeout=shutdown_timeout,
+        keepalive_timeout=idle_timeout_s,
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port)

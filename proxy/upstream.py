@@ -82,7 +82,10 @@ class UpstreamResponse:
         async for chunk in self.chunks:
             size += len(chunk)
             if size > limit:
-                raise UpstreamUnreachable(f"the upstream answer is larger than {limit} bytes")
+                raise UpstreamUnreachable(
+                    f"The upstream's answer is larger than {limit} bytes.",
+                    reason="invalid_response",
+                )
             parts.append(chunk)
         return b"".join(parts)
 
@@ -138,6 +141,19 @@ class Upstreams:
             await self._session.close()
             self._session = None
 
+    def connection_counts(self) -> tuple[int, int]:
+        """(in use, idle) connections of the pool, for leak checks; never on the request path.
+
+        aiohttp keeps no public count, so this reads its connector's own bookkeeping.
+        """
+        if self._session is None:
+            return 0, 0
+        connector = self._session.connector
+        if not isinstance(connector, aiohttp.BaseConnector):
+            return 0, 0
+        idle = sum(len(pool) for pool in connector._conns.values())
+        return len(connector._acquired), idle
+
     async def send(self, target: Target, body: dict[str, Any], request_id: str) -> UpstreamResponse:
         """Send `body` to the target's upstream; raise a `ProxyError` if no answer starts."""
         if isinstance(target.upstream, MockUpstream):
@@ -177,9 +193,16 @@ class Upstreams:
             )
         except TimeoutError as exc:
             raise UpstreamTimeout(f"upstream {target.upstream_name!r} timed out") from exc
-        except aiohttp.ClientError as exc:
+        except aiohttp.ClientConnectorError as exc:
             raise UpstreamUnreachable(
                 f"upstream {target.upstream_name!r} is unreachable ({type(exc).__name__})"
+            ) from exc
+        except aiohttp.ClientError as exc:
+            # Connected, then closed or reset before a status line arrived.
+            raise UpstreamUnreachable(
+                f"upstream {target.upstream_name!r} closed the connection before answering "
+                f"({type(exc).__name__})",
+                reason="disconnected",
             ) from exc
         return UpstreamResponse(
             status=response.status,
@@ -207,10 +230,13 @@ async def _http_chunks(response: aiohttp.ClientResponse, name: str) -> AsyncIter
         async for chunk in response.content.iter_any():
             yield chunk
     except TimeoutError as exc:
-        raise UpstreamTimeout(f"upstream {name!r} stopped sending (idle timeout)") from exc
+        raise UpstreamTimeout(
+            f"upstream {name!r} stopped sending its answer (idle or total timeout)"
+        ) from exc
     except aiohttp.ClientError as exc:
         raise UpstreamUnreachable(
-            f"upstream {name!r} broke the connection ({type(exc).__name__})"
+            f"upstream {name!r} broke the connection ({type(exc).__name__})",
+            reason="broken_stream",
         ) from exc
 
 
@@ -225,7 +251,9 @@ async def _send_mock(body: dict[str, Any], request_id: str) -> UpstreamResponse:
             async for chunk in exchange.chunks:
                 yield chunk
         except ConnectionResetError as exc:
-            raise UpstreamUnreachable("upstream 'mock' broke the connection") from exc
+            raise UpstreamUnreachable(
+                "upstream 'mock' broke the connection", reason="broken_stream"
+            ) from exc
 
     async def close() -> None:
         return None

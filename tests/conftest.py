@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from proxy.server import bound_port, start_site
 REPO = Path(__file__).resolve().parent.parent
 POLICIES = REPO / "policies"
 CLIENT_KEY = "sk-client-test-key"
-UPSTREAM_KEY = "sk-upstream-secret-key"
+UPSTREAM_KEY = "sk-upstream-secret-q7Zx9T"  # its tail is what a masked key shows
 
 
 def closed_port() -> int:
@@ -32,14 +33,69 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
+async def eventually(check: Callable[[], bool], what: str, timeout_s: float = 5.0) -> None:
+    """Wait until `check()` holds, polling; fail naming `what` after `timeout_s`.
+
+    For state that settles after the fact (a socket closed by the peer, a task that ends).
+    The timeout only guards against a hang: nothing measures how long it took.
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            # Polled: sockets and other tasks change this state, and none of them signals it.
+            while not check():  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(f"never true within {timeout_s} s: {what}") from None
+
+
+def open_connections(runner: web.AppRunner | None) -> int:
+    """Client connections an aiohttp server holds open now."""
+    server = runner.server if runner is not None else None
+    return len(server.connections) if server is not None else 0
+
+
+class Blackhole:
+    """A loopback port whose accept queue is full, so that a new connection hangs in `connect`
+    (the kernel drops its SYNs): the way to make a connect timeout happen on 127.0.0.1."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(0)
+        self.port = int(self.listener.getsockname()[1])
+        self.fillers: list[socket.socket] = []
+        for _ in range(3):  # more than the queue holds
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", self.port))
+            self.fillers.append(filler)
+
+    def close(self) -> None:
+        for sock in [*self.fillers, self.listener]:
+            sock.close()
+
+
+@pytest.fixture
+def blackhole() -> Iterator[Blackhole]:
+    hole = Blackhole()
+    yield hole
+    hole.close()
+
+
 @dataclass
 class FakeUpstream:
     url: str
     app: web.Application
+    runner: web.AppRunner | None = None
 
     @property
     def received(self) -> list[ReceivedRequest]:
         return self.app[RECEIVED]
+
+    @property
+    def open_connections(self) -> int:
+        """Connections the fake upstream holds open now (the proxy's pooled ones included)."""
+        return open_connections(self.runner)
 
     @property
     def last(self) -> ReceivedRequest:
@@ -52,6 +108,12 @@ class RunningProxy:
     app: web.Application
     config_path: Path
     clients: list[openai.AsyncOpenAI] = field(default_factory=list)
+    runner: web.AppRunner | None = None
+
+    @property
+    def open_connections(self) -> int:
+        """Client connections the proxy holds open now."""
+        return open_connections(self.runner)
 
     def client(self, api_key: str = CLIENT_KEY, **kwargs: Any) -> openai.AsyncOpenAI:
         """An SDK client for this proxy, closed when the test ends."""
@@ -75,7 +137,7 @@ async def fake_upstream() -> AsyncIterator[FakeUpstream]:
     app = build_mock_app()
     runner = await start_site(app, "127.0.0.1", 0)
     try:
-        yield FakeUpstream(url=f"http://127.0.0.1:{bound_port(runner)}", app=app)
+        yield FakeUpstream(url=f"http://127.0.0.1:{bound_port(runner)}", app=app, runner=runner)
     finally:
         await runner.cleanup()
 
@@ -120,7 +182,7 @@ async def start_proxy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncI
         runner = await start_site(app, "127.0.0.1", 0)
         runners.append(runner)
         running = RunningProxy(
-            url=f"http://127.0.0.1:{bound_port(runner)}", app=app, config_path=path
+            url=f"http://127.0.0.1:{bound_port(runner)}", app=app, config_path=path, runner=runner
         )
         proxies.append(running)
         return running

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from harness import (
     percentile,
     pin_self_to_load_cpu,
     processes,
+    progress,
     proxy_config,
     raise_open_files_limit,
     rss_bytes,
@@ -201,7 +203,8 @@ async def sample_peak_rss(pid: int, run: StreamsRun) -> None:
         await asyncio.sleep(RSS_SAMPLE_S)
 
 
-async def guarded(stream: asyncio.Future[str | None]) -> str | None:
+async def guarded(stream: Awaitable[str | None]) -> str | None:
+    """A failed stream is counted as an error, not a reason to stop the others."""
     try:
         return await stream
     except (aiohttp.ClientError, TimeoutError) as exc:
@@ -228,9 +231,11 @@ async def slow_streams(target: Endpoint, settings: StreamSettings) -> StreamsRun
             if index and index % RAMP_BATCH == 0:
                 await asyncio.sleep(RAMP_PAUSE_S)
             stream = one_stream(session, target, expected, open_count)
-            tasks.append(asyncio.ensure_future(guarded(asyncio.ensure_future(stream))))
+            tasks.append(asyncio.create_task(guarded(stream)))
         outcomes = await asyncio.gather(*tasks)
         sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler  # re-raises if sampling failed (the proxy died)
     run.seconds = time.perf_counter() - started
     run.most_open = open_count.most
     run.errors = [outcome for outcome in outcomes if outcome is not None]
@@ -260,24 +265,21 @@ def start_targets(group: Processes, settings: StreamSettings) -> tuple[int, int,
     return trickle, forwarder, proxy, [upstream.pid, floor.pid, tuned.pid]
 
 
-def run_streams(settings: StreamSettings, progress: bool = True) -> StreamsReport:
+def run_streams(settings: StreamSettings, verbose: bool = True) -> StreamsReport:
     """Start the upstream and both proxies, measure, stop them; nothing is left running."""
     report = StreamsReport(settings)
     with ExitStack() as stack:
         run_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-streams-")))
         group = stack.enter_context(processes(run_dir))
         trickle, forwarder, proxy, pids = start_targets(group, settings)
-        if progress:
-            print(f"streams: TTFB, {settings.ttfb_samples} samples per target", file=sys.stderr)
+        if verbose:
+            progress(f"streams: TTFB, {settings.ttfb_samples} samples per target")
         ttfb = endpoints("ttfb", trickle, forwarder, proxy, pids)
         asyncio.run(measure_ttfb(ttfb, settings.ttfb_samples, report))
         for target in endpoints("trickle", trickle, forwarder, proxy, pids)[1:]:
-            if progress:
+            if verbose:
                 seconds = settings.events * settings.interval_s
-                print(
-                    f"streams: {settings.streams} streams × {seconds:g} s through {target.name}",
-                    file=sys.stderr,
-                )
+                progress(f"streams: {settings.streams} streams × {seconds:g} s via {target.name}")
             report.runs.append(asyncio.run(slow_streams(target, settings)))
     return report
 

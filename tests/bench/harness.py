@@ -71,6 +71,11 @@ def raise_open_files_limit(wanted: int = 65536) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
+def progress(message: str) -> None:
+    """A timestamped line on stderr: the report itself goes to stdout."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((LOOPBACK, 0))
@@ -124,14 +129,16 @@ class Processes:
     def start(
         self, name: str, command: Sequence[str], cpu: int, stderr: IO[bytes] | None = None
     ) -> subprocess.Popen[bytes]:
-        log = stderr or (self.run_dir / f"{name}.log").open("ab")
-        process = subprocess.Popen(
-            ["taskset", "-c", str(cpu), *command],
-            cwd=self.run_dir,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-        )
+        with contextlib.ExitStack() as stack:
+            # The child gets its own copy of the descriptor: ours can close at once.
+            log = stderr or stack.enter_context((self.run_dir / f"{name}.log").open("ab"))
+            process = subprocess.Popen(
+                ["taskset", "-c", str(cpu), *command],
+                cwd=self.run_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
         self.started.append(process)
         return process
 

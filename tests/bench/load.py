@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from harness import (
     http_get,
     http_post,
     processes,
+    progress,
     proxy_config,
     start_forwarder,
     start_nginx,
@@ -253,7 +253,3 @@ def run_load(settings: LoadSettings, run_dir: Path) -> tuple[list[Sample], str]:
                         samples.append(measure(target, mode, connections, rep, settings, log))
         metrics = metrics_state(targets[2].base_url)
     return samples, metrics
-
-
-def progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)

@@ -1,9 +1,10 @@
 """Where tuned-proxy spends its CPU under load: py-spy on the proxy during a wrk run.
 
 Sets up what run.py's load part does (nginx upstream, tuned-proxy on the proxy CPU), drives
-one variant with wrk at c=32 and samples the proxy with `py-spy record` meanwhile. Prints the
-share of samples per package (by the frame on CPU) and the top functions by own and by
-inclusive time, as Markdown. Idle time (waiting in the event loop's selector) is left out.
+one variant with wrk at c=32 and samples the proxy with `py-spy record` meanwhile. Prints, as
+Markdown, the share of samples per package (of the frame on CPU), the top functions by own
+time, and tuned-proxy's own functions by inclusive time (its stages). Idle time (waiting in
+the event loop's selector) is left out.
 
 Needs py-spy (`.venv/bin/pip install py-spy`); it is not a project dependency.
 
@@ -29,9 +30,10 @@ from harness import (
     BenchError,
     check_tools,
     pin_self_to_load_cpu,
+    progress,
     raise_open_files_limit,
 )
-from load import MODES, TUNED, Target, check_target, progress, start_targets, wrk
+from load import MODES, TUNED, Target, check_target, start_targets, wrk
 
 CONNECTIONS = 32
 SAMPLE_RATE = 200  # per second
@@ -120,7 +122,7 @@ def record(pid: int, seconds: int, output: Path, native: bool) -> subprocess.Pop
         raise BenchError("py-spy is missing; install it with: .venv/bin/pip install py-spy")
     command = [
         py_spy, "record", "--pid", str(pid), "--duration", str(seconds),
-        "--rate", str(SAMPLE_RATE), "--format", "raw", "--output", str(output),
+        "--rate", str(SAMPLE_RATE), "--format", "raw", "--output", str(output), "--full-filenames",
         *(["--native"] if native else []),
     ]  # fmt: skip
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -31,9 +31,10 @@ from harness import (
     check_tools,
     machine_summary,
     pin_self_to_load_cpu,
+    progress,
     raise_open_files_limit,
 )
-from load import LoadSettings, progress, run_load
+from load import LoadSettings, run_load
 from report import LoadResults, Report
 
 PARTS = ("load", "rewrite", "streams")
