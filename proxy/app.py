@@ -38,7 +38,6 @@ CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request the client abandoned
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 # Envoy's default cap on a request's headers is 60 KiB. aiohttp caps each header (8190 bytes)
 # and their number (128), not their sum, which could approach 1 MiB.
-MAX_HEADER_BYTES = 64 * 1024
 _MAX_HEADER_LINE = 8190  # aiohttp's cap on one header, name and value together
 logger = structlog.get_logger("tuned_proxy.app")
 
@@ -48,18 +47,17 @@ def request_id_for(request: web.Request) -> str:
     return given if _SAFE_REQUEST_ID.match(given) else f"req_{uuid.uuid4().hex}"
 
 
-def check_header_size(request: web.Request) -> None:
-    """Refuse a request whose headers add up to more than `MAX_HEADER_BYTES` (a 431)."""
+def check_header_size(request: web.Request, limit: int) -> None:
+    """Refuse a request whose headers add up to more than `limit` bytes (a 431)."""
     headers = request.raw_headers
-    if len(headers) * _MAX_HEADER_LINE <= MAX_HEADER_BYTES:
+    if len(headers) * _MAX_HEADER_LINE <= limit:
         return  # too few to add up to the cap: the common case costs one multiplication
     size = 0
     for name, value in headers:
         size += len(name) + len(value)
-    if size > MAX_HEADER_BYTES:
+    if size > limit:
         raise HeadersTooLarge(
-            f"The request's headers add up to {size} bytes; "
-            f"at most {MAX_HEADER_BYTES} are accepted."
+            f"The request's headers add up to {size} bytes; at most {limit} are accepted."
         )
 
 
@@ -87,7 +85,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     request[RECORD] = record
     structlog.contextvars.bind_contextvars(request_id=record.request_id)
     try:
-        check_header_size(request)
+        check_header_size(request, request.app[STATE].runtime.config.server.max_header_bytes)
         response = await handler(request)
     except ProxyError as exc:
         response = error_response(exc, record.request_id)

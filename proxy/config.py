@@ -44,6 +44,12 @@ class ServerConfig(_Strict):
         1024, gt=0, description="chat requests served at once; beyond it 503 at once, no queue"
     )
     body_timeout_s: float = Field(30.0, gt=0, description="longest time to receive a request body")
+    max_header_bytes: int = Field(
+        64 * 1024, gt=0, description="all request headers together; beyond it 431"
+    )
+    client_idle_timeout_s: float = Field(
+        75.0, gt=0, description="a client connection that sends no request for this long closes"
+    )
 
 
 class _UpstreamBase(_Strict):

@@ -26,8 +26,9 @@ class Attempt:
     upstream: str
     status: int | None = None
     error: str | None = None
-    # Why this attempt failed, as a bounded label: "connect", "timeout", "status_429",
-    # "status_5xx", "invalid_response", "broken_stream"; None when it answered.
+    # Why this attempt failed, as a bounded label: "connect", "disconnected", "timeout",
+    # "auth", "status_408", "status_429", "status_5xx", "invalid_response", "broken_stream",
+    # "error_event"; None when it answered.
     reason: str | None = None
 
 

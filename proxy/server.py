@@ -176,7 +176,13 @@ async def serve(
     """
     app = build_app(runtime)
     state = app[STATE]
-    runner = await start_site(app, host, port, shutdown_timeout=drain_timeout_s)
+    runner = await start_site(
+        app,
+        host,
+        port,
+        shutdown_timeout=drain_timeout_s,
+        idle_timeout_s=runtime.config.server.client_idle_timeout_s,
+    )
     logger.info(
         "listening",
         host=host,

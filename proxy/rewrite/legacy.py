@@ -72,6 +72,9 @@ def _tools_from_functions(functions: Any) -> list[dict[str, Any]]:
     for index, function in enumerate(functions):
         if not isinstance(function, dict):
             raise invalid_type(f"functions[{index}]", "an object", function)
+        # checked here so that the error names the field the client sent, not its translation
+        if not isinstance(function.get("name"), str):
+            raise invalid_type(f"functions[{index}].name", "a string", function.get("name"))
         tools.append({"type": "function", "function": function})
     return tools
 
