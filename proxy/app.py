@@ -13,7 +13,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from proxy.arguments import ArgumentChecker
+from proxy.arguments import ArgumentChecker, full_schema_for
 from proxy.config import Runtime
 from proxy.errors import (
     AuthenticationFailed,
@@ -26,6 +26,7 @@ from proxy.errors import (
 )
 from proxy.handler import chat_completions
 from proxy.metrics import Metrics
+from proxy.policy import Policy
 from proxy.record import RequestRecord, log_request
 from proxy.shadow import ShadowSender
 from proxy.state import RECORD, STATE, ProxyState
@@ -44,7 +45,7 @@ logger = structlog.get_logger("tuned_proxy.app")
 
 def request_id_for(request: web.Request) -> str:
     given = request.headers.get("x-request-id", "")
-    return given if _SAFE_REQUEST_ID.match(given) else f"req_{uuid.uuid4().hex}"
+    return given if _SAFE_REQUEST_ID.match(given) else request.app[STATE].new_request_id()
 
 
 def check_header_size(request: web.Request, limit: int) -> None:
@@ -120,8 +121,8 @@ def finish(request: web.Request, record: RequestRecord) -> None:
     if request.path in PUBLIC_PATHS:
         return
     state = request.app[STATE]
-    if record.argument_schemas is not None:
-        check_arguments(state.arguments, record, record.argument_schemas)
+    if record.argument_check is not None:
+        check_arguments(state.arguments, record, *record.argument_check)
     state.metrics.observe_request(record)
     log_request(record)
 
@@ -131,21 +132,23 @@ def record_unparsed(app: web.Application, error: ProxyError) -> str:
 
     Returns the request id given to it.
     """
-    record = RequestRecord(request_id=f"req_{uuid.uuid4().hex}", path="")
+    state = app.get(STATE)  # None: a plain app (the mock upstream) run by the same runner
+    request_id = state.new_request_id() if state is not None else f"req_{uuid.uuid4().hex}"
+    record = RequestRecord(request_id=request_id, path="")
     record.status, record.error = error.status, error.message
-    state = app.get(STATE)
-    if state is not None:  # None: a plain app (the mock upstream) run by the same runner
+    if state is not None:
         state.metrics.observe_request(record)
     log_request(record)
     return record.request_id
 
 
 def check_arguments(
-    checker: ArgumentChecker, record: RequestRecord, schemas: dict[str, dict[str, Any]]
+    checker: ArgumentChecker, record: RequestRecord, policy: Policy, request_tools: Any
 ) -> None:
     """Count answered calls whose arguments break the full schema (the answer is unchanged)."""
     for function, arguments in record.answered_arguments():
-        kind = checker.check(function, arguments, schemas.get(function))
+        schema = full_schema_for(policy, request_tools, function)
+        kind = checker.check(function, arguments, schema)
         if kind is not None:
             record.argument_errors.append((function, kind))
 

@@ -138,6 +138,19 @@ def full_schemas(policy: Policy, request_tools: Any) -> dict[str, dict[str, Any]
     return schemas
 
 
+def full_schema_for(policy: Policy, request_tools: Any, function: str) -> dict[str, Any] | None:
+    """The full schema one answered call of `function` is checked against: what
+    `full_schemas` would map it to, found without building the whole map (the request path
+    only looks up the functions the model called)."""
+    found = None
+    if isinstance(request_tools, list):
+        for tool in request_tools:
+            named = _named_parameters(tool)
+            if named is not None and named[0] == function:
+                found = named[1]  # the last definition wins, as in full_schemas
+    return found if found is not None else policy.full_schema(function)
+
+
 def _named_parameters(tool: Any) -> tuple[str, dict[str, Any]] | None:
     """(name, parameters) of one request tool, or None when it is not a usable function."""
     if not isinstance(tool, dict):

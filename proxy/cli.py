@@ -12,6 +12,7 @@ from pathlib import Path
 from proxy import __version__
 from proxy.config import Route, Runtime, Target, default_config_path, load_config
 from proxy.errors import ConfigError
+from proxy.eval.cli import add_eval_parser
 from proxy.training.cli import add_training_commands
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
@@ -217,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     extract.set_defaults(run=cmd_tools_extract)
 
     add_training_commands(commands)
+    add_eval_parser(commands)
 
     demo = commands.add_parser("demo", help="run the proxy on the fake model and show what it does")
     demo.set_defaults(run=cmd_demo)

@@ -11,7 +11,6 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.arguments import full_schemas
 from proxy.config import Route, Target
 from proxy.errors import ProxyError, UpstreamFailure
 from proxy.record import Attempt, RequestRecord
@@ -120,8 +119,8 @@ def begin_attempt(
     )
     policy = target.policy
     record.policy_functions = policy.function_names
-    record.argument_schemas = (
-        full_schemas(policy, body.get("tools") or body.get("functions"))
+    record.argument_check = (
+        (policy, body.get("tools") or body.get("functions"))
         if policy.spec.validate_arguments
         else None
     )

@@ -26,7 +26,7 @@ def observe_completion(record: RequestRecord, answer: dict[str, Any]) -> None:
 def observe_chunk_data(record: RequestRecord, data: bytes) -> None:
     """Record what one stream chunk's `data` payload reports, if anything."""
     if not _INTERESTING.search(data) and not (
-        record.argument_schemas is not None and _TOOL_DELTA.search(data)
+        record.argument_check is not None and _TOOL_DELTA.search(data)
     ):
         return
     try:
@@ -50,7 +50,7 @@ def _observe(record: RequestRecord, answer: dict[str, Any], part: str) -> None:
         if isinstance(content, dict):
             _observe_tool_calls(record, content.get("tool_calls"))
             _observe_function_call(record, content.get("function_call"))
-            if record.argument_schemas is not None:
+            if record.argument_check is not None:
                 _collect_arguments(record, content, streamed=part == "delta")
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 
+from proxy.policy import Policy
 from proxy.rewrite import Change
 
 logger = structlog.get_logger("tuned_proxy.request")
@@ -56,8 +57,9 @@ class RequestRecord:
     # (function, kind) for each answered tool call whose arguments failed the full schema;
     # kind is "json" (not valid JSON) or "schema" (valid JSON that breaks the schema).
     argument_errors: list[tuple[str, str]] = field(default_factory=list)
-    # Set when the serving policy checks tool-call arguments: function -> full schema.
-    argument_schemas: dict[str, dict[str, Any]] | None = None
+    # Set when the serving policy checks tool-call arguments: the policy and the client's
+    # original tools, where each answered call's full schema is looked up at the end.
+    argument_check: tuple[Policy, Any] | None = None
     # Answered calls' (function, arguments); streams join their fragments by index.
     call_arguments: list[tuple[str, str]] = field(default_factory=list)
     streamed_calls: dict[int, tuple[str, list[str]]] = field(default_factory=dict)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +30,13 @@ class ProxyState:
     arguments: ArgumentChecker = field(default_factory=ArgumentChecker)
     draining: bool = False
     in_flight: int = 0
+    # Request ids: a random per-process prefix and a counter — unique without a syscall
+    # per request (uuid4 reads the OS's random source every time).
+    id_prefix: str = field(default_factory=lambda: secrets.token_hex(8))
+    id_counter: Iterator[int] = field(default_factory=itertools.count)
+
+    def new_request_id(self) -> str:
+        return f"req_{self.id_prefix}{next(self.id_counter):08x}"
 
     @contextmanager
     def admit(self) -> Iterator[None]:

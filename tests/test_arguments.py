@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from proxy import jsonutil
-from proxy.arguments import ArgumentChecker, full_schemas
+from proxy.arguments import ArgumentChecker, full_schema_for, full_schemas
 from proxy.policy import PASSTHROUGH, PolicySpec, build_policy
 
 ORDER_SCHEMA: dict[str, Any] = {
@@ -311,3 +311,33 @@ def test_a_slimmed_request_is_still_checked_against_the_full_schema() -> None:
     # Fine for the slimmed definition (no properties left), not for the full one.
     assert checker.check("lookup_order", "{}", schemas["lookup_order"]) == "schema"
     assert checker.check("lookup_order", '{"order_id": "A7"}', schemas["lookup_order"]) is None
+
+
+@pytest.mark.parametrize(
+    "tools",
+    [
+        None,
+        [LOOKUP_TOOL],
+        [
+            {
+                "type": "function",
+                "function": {"name": "lookup_order", "parameters": {"type": "object"}},
+            },
+            {"type": "function", "function": {"name": "client_only"}},
+            {
+                "type": "function",
+                "function": {
+                    "name": "lookup_order",
+                    "parameters": {"type": "object", "title": "last"},
+                },
+            },
+        ],
+        [{"name": "lookup_order", "parameters": {"type": "object"}}],
+        [None, 3, {"type": "function", "function": "lookup_order"}],
+    ],
+)
+def test_full_schema_for_one_function_agrees_with_the_whole_map(tools: Any) -> None:
+    policy = slim_policy()
+    schemas = full_schemas(policy, tools)
+    for function in (*schemas, "not_offered"):
+        assert full_schema_for(policy, tools, function) == schemas.get(function)

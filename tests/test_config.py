@@ -176,6 +176,7 @@ def test_check_prints_error_lines_and_exits_1(
     assert f"{path}: routes.support.variants.0.upstream: unknown upstream 'nowhere'" in err
 
 
-def test_the_shipped_example_config_is_valid() -> None:
-    runtime = load_config(REPO / "policies" / "tuned-proxy.example.yaml")
+@pytest.mark.parametrize("name", ["tuned-proxy.example.yaml", "tuned-proxy.eval.yaml"])
+def test_the_shipped_configs_are_valid(name: str) -> None:
+    runtime = load_config(REPO / "policies" / name)
     assert "support-agent" in runtime.routes

@@ -19,8 +19,10 @@ from proxy.policy import Policy, load_policy
 
 REPO = Path(__file__).resolve().parent.parent
 POLICIES = REPO / "policies"
-CONFIG_EXAMPLE = "tuned-proxy.example.yaml"  # a config, not a policy
-POLICY_FILES = sorted(path for path in POLICIES.glob("*.yaml") if path.name != CONFIG_EXAMPLE)
+# `tuned-proxy.*.yaml` are configs (the demo's, the eval's); every other YAML file is a policy.
+POLICY_FILES = sorted(
+    path for path in POLICIES.glob("*.yaml") if not path.name.startswith("tuned-proxy.")
+)
 SUPPORT_POLICIES = [path for path in POLICY_FILES if path.name.startswith("support-")]
 TRAINING_FILE = POLICIES / "support.train.jsonl"
 

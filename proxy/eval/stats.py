@@ -141,9 +141,13 @@ class MeanEstimate:
     count: int
 
 
-def mean_interval(values: Sequence[float], z: float = Z_95) -> MeanEstimate:
-    """The mean and its normal interval m ± z·s/√n (s the sample standard deviation); with
-    fewer than two values the interval is the mean itself, as nothing is known of the spread."""
+def mean_interval(
+    values: Sequence[float], bounds: Interval | None = None, z: float = Z_95
+) -> MeanEstimate:
+    """The mean and its normal interval m ± z·s/√n (s the sample standard deviation), cut to
+    `bounds` when the values cannot leave them (a share in [0, 1], a count ≥ 0: on a small
+    sample the normal interval would cross them). With fewer than two values the interval is
+    the mean itself, as nothing is known of the spread."""
     n = len(values)
     if n == 0:
         return MeanEstimate(0.0, Interval(0.0, 0.0), 0)
@@ -152,16 +156,23 @@ def mean_interval(values: Sequence[float], z: float = Z_95) -> MeanEstimate:
         return MeanEstimate(mean, Interval(mean, mean), n)
     variance = math.fsum((v - mean) ** 2 for v in values) / (n - 1)
     half = z * math.sqrt(variance / n)
-    return MeanEstimate(mean, Interval(mean - half, mean + half), n)
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds.low), min(high, bounds.high)
+    return MeanEstimate(mean, Interval(low, high), n)
 
 
 def paired_mean_difference(
-    first: Sequence[float], second: Sequence[float], z: float = Z_95
+    first: Sequence[float],
+    second: Sequence[float],
+    bounds: Interval | None = None,
+    z: float = Z_95,
 ) -> MeanEstimate:
-    """Mean of first − second over paired values, with its normal interval."""
+    """Mean of first − second over paired values, with its normal interval (cut to the
+    bounds of a difference when given)."""
     if len(first) != len(second):
         raise ValueError("paired values need the same turns on both sides")
-    return mean_interval([x - y for x, y in zip(first, second, strict=True)], z)
+    return mean_interval([x - y for x, y in zip(first, second, strict=True)], bounds, z)
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
