@@ -259,10 +259,16 @@ def _observe_answer(series: _VariantSeries, record: RequestRecord) -> None:
     for function, kind in record.argument_errors:
         label = function if function in known else OTHER
         series.argument_errors[(label, kind if kind in ARGUMENT_ERROR_KINDS else OTHER)].inc()
+    # A slim rewrite reports one change per tool: count them first, then increment each
+    # action's counter once (every increment takes a lock).
     removed = 0
+    actions: dict[str, int] = {}
     for change in record.changes:
-        series.rewrites[change.action if change.action in REWRITE_ACTIONS else OTHER].inc()
+        action = change.action if change.action in REWRITE_ACTIONS else OTHER
+        actions[action] = actions.get(action, 0) + 1
         removed += change.bytes_removed
+    for action, count in actions.items():
+        series.rewrites[action].inc(count)
     # Counted even when 0, so "bytes removed per request" is defined for every variant.
     series.bytes_removed[()].inc(max(removed, 0))
 

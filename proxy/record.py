@@ -8,7 +8,7 @@ the rewrite's action labels.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import structlog
@@ -19,7 +19,7 @@ from proxy.rewrite import Change
 logger = structlog.get_logger("tuned_proxy.request")
 
 
-@dataclass
+@dataclass(slots=True)
 class Attempt:
     """One try at an upstream (a fallback adds more)."""
 
@@ -33,7 +33,7 @@ class Attempt:
     reason: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class RequestRecord:
     request_id: str
     path: str
@@ -103,7 +103,7 @@ def log_request(record: RequestRecord) -> None:
     if record.tool_calls:
         fields["tool_calls"] = record.tool_calls
     if len(record.attempts) > 1 or (record.attempts and record.attempts[0].error):
-        fields["attempts"] = [vars(attempt) for attempt in record.attempts]
+        fields["attempts"] = [asdict(attempt) for attempt in record.attempts]
     if record.error:
         fields["error"] = record.error
     if record.client_disconnected:

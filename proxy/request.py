@@ -17,6 +17,8 @@ async def read_body(request: web.Request, max_bytes: int, timeout_s: float) -> b
     if declared is not None and declared > max_bytes:
         raise BodyTooLarge(f"The request body is larger than {max_bytes} bytes.")
     try:
+        if request.content.is_eof():
+            return await request.read()  # already all here: no timer to arm and cancel
         async with asyncio.timeout(timeout_s):
             return await request.read()
     except web.HTTPRequestEntityTooLarge as exc:

@@ -41,7 +41,7 @@ ACTIONS: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Change:
     """One action of the rewrite.
 
