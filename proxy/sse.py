@@ -49,6 +49,13 @@ def event_data(event: bytes) -> bytes | None:
 
     Comment lines (`:`) and other fields (`event:`, `id:`, `retry:`) are skipped.
     """
+    # The common case, one `data: ` line and LF framing, without splitting lines.
+    if (
+        event.startswith(b"data: ")
+        and event.endswith(b"\n\n")
+        and event.find(b"\n") == len(event) - 2
+    ):
+        return event[6:-2]
     payload: list[bytes] = []
     for line in event.splitlines():
         if line.startswith(b"data:"):
