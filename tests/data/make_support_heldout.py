@@ -16,17 +16,14 @@ Usage: python tests/data/make_support_heldout.py [-o OUTPUT]
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import random
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
-import yaml
+from support_examples import write_examples
 
-POLICIES = Path(__file__).resolve().parents[2] / "policies"
 SEED = 20261121
 VARIANTS_PER_SCENARIO = 5
 
@@ -751,27 +748,8 @@ def conversations() -> Iterator[Conversation]:
             yield scenario(scenarios, i)
 
 
-def heldout_lines(tools: list[dict[str, Any]], system_prompt: str) -> list[str]:
-    lines = []
-    for messages, parallel in conversations():
-        example: dict[str, Any] = {
-            "messages": [{"role": "system", "content": system_prompt}, *messages],
-            "tools": tools,
-        }
-        if not parallel:
-            example["parallel_tool_calls"] = False
-        lines.append(json.dumps(example, ensure_ascii=False))
-    return lines
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-o", "--output", type=Path, default=POLICIES / "support.heldout.jsonl")
-    args = parser.parse_args()
-    tools = json.loads((POLICIES / "support.tools.json").read_text(encoding="utf-8"))
-    policy = yaml.safe_load((POLICIES / "support-full.yaml").read_text(encoding="utf-8"))
-    lines = heldout_lines(tools, policy["system_prompt"]["text"])
-    args.output.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    write_examples(__doc__.splitlines()[0], "support.heldout.jsonl", conversations())
 
 
 if __name__ == "__main__":

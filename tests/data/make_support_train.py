@@ -11,14 +11,10 @@ Usage: python tests/data/make_support_train.py [-o OUTPUT]
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-POLICIES = Path(__file__).resolve().parents[2] / "policies"
+from support_examples import write_examples
 
 Message = dict[str, Any]
 
@@ -430,27 +426,8 @@ def _two_parcels_in_parallel() -> list[Message]:
     ]
 
 
-def training_lines(tools: list[dict[str, Any]], system_prompt: str) -> list[str]:
-    lines = []
-    for messages, parallel in conversations():
-        example: dict[str, Any] = {
-            "messages": [{"role": "system", "content": system_prompt}, *messages],
-            "tools": tools,
-        }
-        if not parallel:
-            example["parallel_tool_calls"] = False
-        lines.append(json.dumps(example, ensure_ascii=False))
-    return lines
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-o", "--output", type=Path, default=POLICIES / "support.train.jsonl")
-    args = parser.parse_args()
-    tools = json.loads((POLICIES / "support.tools.json").read_text(encoding="utf-8"))
-    policy = yaml.safe_load((POLICIES / "support-full.yaml").read_text(encoding="utf-8"))
-    lines = training_lines(tools, policy["system_prompt"]["text"])
-    args.output.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    write_examples(__doc__.splitlines()[0], "support.train.jsonl", conversations())
 
 
 if __name__ == "__main__":
