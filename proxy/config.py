@@ -47,6 +47,8 @@ class ServerConfig(_Strict):
     max_header_bytes: int = Field(
         64 * 1024, gt=0, description="all request headers together; beyond it 431"
     )
+    # 75 s as nginx; longer than clients' own pools keep idle connections (the `openai` SDK
+    # lets them go after 5 s), so a kept-alive connection is not cut under a client's feet.
     client_idle_timeout_s: float = Field(
         75.0, gt=0, description="a client connection that sends no request for this long closes"
     )

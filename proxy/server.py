@@ -18,7 +18,7 @@ from aiohttp.web_request import BaseRequest
 
 from proxy import jsonutil
 from proxy.app import build_app, record_unparsed
-from proxy.config import Runtime
+from proxy.config import Runtime, ServerConfig
 from proxy.errors import HeadersTooLarge, InternalError, InvalidRequest, ProxyError
 from proxy.reload import reload_config, watch_config
 from proxy.state import STATE
@@ -26,9 +26,8 @@ from proxy.state import STATE
 logger = structlog.get_logger("tuned_proxy.server")
 # A client connection that sends no request for this long is closed, whether it never sent
 # one, sends its headers byte by byte, or idles between requests (nginx's keepalive_timeout;
-# aiohttp's own default is an hour). Clients' pools let idle connections go sooner (the
-# `openai` SDK after 5 s), so a kept-alive connection is not cut under a client's feet.
-CLIENT_IDLE_TIMEOUT_S = 75.0
+# aiohttp's own default is an hour). The config's default, for runners started without one.
+CLIENT_IDLE_TIMEOUT_S = ServerConfig().client_idle_timeout_s
 
 
 def is_loopback(host: str) -> bool:
