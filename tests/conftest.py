@@ -163,6 +163,16 @@ def basic_config(upstream_url: str, **route: Any) -> dict[str, Any]:
     }
 
 
+def fake_variant(
+    name: str, model: str, weight: float = 1, policy: str | None = None
+) -> dict[str, Any]:
+    """A variant of a `basic_config` route on the fake upstream."""
+    spec: dict[str, Any] = {"name": name, "upstream": "fake", "model": model, "weight": weight}
+    if policy:
+        spec["policy"] = policy
+    return spec
+
+
 StartProxy = Callable[[dict[str, Any]], Awaitable[RunningProxy]]
 
 

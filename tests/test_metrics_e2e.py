@@ -12,7 +12,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.state import STATE
-from tests.conftest import CLIENT_KEY, FakeUpstream, RunningProxy, StartProxy, basic_config
+from tests.conftest import (
+    CLIENT_KEY,
+    FakeUpstream,
+    RunningProxy,
+    StartProxy,
+    basic_config,
+    fake_variant,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 SUPPORT_TOOLS = json.loads((REPO / "policies" / "support.tools.json").read_text())
@@ -53,14 +60,8 @@ def total(samples: dict[Any, float], name: str, **labels: str) -> float:
 async def measured(fake_upstream: FakeUpstream, start_proxy: StartProxy) -> RunningProxy:
     config = basic_config(fake_upstream.url, allow_variant_override=True)
     config["routes"]["chat"]["variants"] = [
-        {"name": "full", "upstream": "fake", "model": "m-full", "policy": "support-full"},
-        {
-            "name": "slim",
-            "upstream": "fake",
-            "model": "m-slim",
-            "policy": "support-slim",
-            "weight": 0,
-        },
+        fake_variant("full", "m-full", policy="support-full"),
+        fake_variant("slim", "m-slim", 0, policy="support-slim"),
     ]
     config["routes"]["broken-args"] = {
         "variants": [

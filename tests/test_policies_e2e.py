@@ -11,7 +11,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.conftest import FakeUpstream, RunningProxy, StartProxy, basic_config
+from tests.conftest import FakeUpstream, RunningProxy, StartProxy, basic_config, fake_variant
 
 REPO = Path(__file__).resolve().parent.parent
 SUPPORT_TOOLS = json.loads((REPO / "policies" / "support.tools.json").read_text())
@@ -36,21 +36,9 @@ def drifted(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
 async def policied(fake_upstream: FakeUpstream, start_proxy: StartProxy) -> RunningProxy:
     config = basic_config(fake_upstream.url, allow_variant_override=True)
     config["routes"]["chat"]["variants"] = [
-        {"name": "full", "upstream": "fake", "model": "m-full", "policy": "support-full"},
-        {
-            "name": "slim",
-            "upstream": "fake",
-            "model": "m-slim",
-            "policy": "support-slim",
-            "weight": 0,
-        },
-        {
-            "name": "params",
-            "upstream": "fake",
-            "model": "m-params",
-            "policy": "support-params",
-            "weight": 0,
-        },
+        fake_variant("full", "m-full", policy="support-full"),
+        fake_variant("slim", "m-slim", 0, policy="support-slim"),
+        fake_variant("params", "m-params", 0, policy="support-params"),
     ]
     config["routes"]["weather"] = {
         "variants": [{"name": "ft", "upstream": "fake", "model": "m-weather", "policy": "weather"}]

@@ -20,18 +20,12 @@ from tests.conftest import (
     StartProxy,
     basic_config,
     closed_port,
+    fake_variant,
 )
 
 MESSAGES = [{"role": "user", "content": "Where is my order 12345?"}]
 REPO = Path(__file__).resolve().parent.parent
 SUPPORT_TOOLS = json.loads((REPO / "policies" / "support.tools.json").read_text())
-
-
-def variant(name: str, model: str, weight: float = 1, policy: str | None = None) -> dict[str, Any]:
-    spec: dict[str, Any] = {"name": name, "upstream": "fake", "model": model, "weight": weight}
-    if policy:
-        spec["policy"] = policy
-    return spec
 
 
 async def send(
@@ -51,9 +45,9 @@ async def test_split_lands_within_tolerance_of_the_weights(
 ) -> None:
     config = basic_config(fake_upstream.url)
     config["routes"]["chat"]["variants"] = [
-        variant("a", "m-a", 70),
-        variant("b", "m-b", 30),
-        variant("off", "m-off", 0),
+        fake_variant("a", "m-a", 70),
+        fake_variant("b", "m-b", 30),
+        fake_variant("off", "m-off", 0),
     ]
     proxy = await start_proxy(config)
     total = 2000
@@ -78,7 +72,7 @@ async def test_the_same_sticky_key_always_lands_on_the_same_variant(
     fake_upstream: FakeUpstream, start_proxy: StartProxy
 ) -> None:
     config = basic_config(fake_upstream.url, sticky="header:x-user-id")
-    config["routes"]["chat"]["variants"] = [variant("a", "m-a"), variant("b", "m-b")]
+    config["routes"]["chat"]["variants"] = [fake_variant("a", "m-a"), fake_variant("b", "m-b")]
     first = await start_proxy(config)
     second = await start_proxy(config)  # another replica: no shared state
     async with aiohttp.ClientSession() as session:
@@ -96,8 +90,8 @@ async def test_each_variant_receives_the_body_its_own_policy_produces(
 ) -> None:
     config = basic_config(fake_upstream.url, allow_variant_override=True)
     config["routes"]["chat"]["variants"] = [
-        variant("full", "m-full", policy="support-full"),
-        variant("slim", "m-slim", policy="support-slim"),
+        fake_variant("full", "m-full", policy="support-full"),
+        fake_variant("slim", "m-slim", policy="support-slim"),
     ]
     proxy = await start_proxy(config)
     body = {"model": "chat", "messages": MESSAGES, "tools": SUPPORT_TOOLS}
@@ -174,7 +168,7 @@ async def test_last_429_passes_retry_after_through(
     fake_upstream: FakeUpstream, start_proxy: StartProxy
 ) -> None:
     config = basic_config(fake_upstream.url)
-    config["routes"]["chat"]["variants"] = [variant("a", "ft-error-429")]
+    config["routes"]["chat"]["variants"] = [fake_variant("a", "ft-error-429")]
     config["routes"]["chat"]["fallback"] = [{"upstream": "fake", "model": "ft-error-429"}]
     proxy = await start_proxy(config)
     async with (
@@ -202,7 +196,7 @@ async def test_shadow_copy_arrives_and_the_client_sees_only_the_primary(
     fake_upstream: FakeUpstream, start_proxy: StartProxy
 ) -> None:
     config = basic_config(fake_upstream.url)
-    config["routes"]["chat"]["variants"] = [variant("main", "m-main", policy="support-full")]
+    config["routes"]["chat"]["variants"] = [fake_variant("main", "m-main", policy="support-full")]
     config["routes"]["chat"]["shadow"] = {
         "upstream": "fake",
         "model": "m-shadow",
