@@ -112,8 +112,25 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     if not response.prepared:
         response.headers["x-request-id"] = record.request_id
         record.status = response.status
+        await send_now(request, response, record)
     finish(request, record)
     return response
+
+
+async def send_now(
+    request: web.Request, response: web.StreamResponse, record: RequestRecord
+) -> None:
+    """Write a whole answer before the record stage: the client does not wait for the
+    bookkeeping (aiohttp then finds it sent and only finishes the exchange)."""
+    try:
+        await response.prepare(request)
+        await response.write_eof()
+    except ConnectionError:
+        record.client_disconnected = True  # aiohttp stops there too; the line still counts it
+    except asyncio.CancelledError:
+        record.client_disconnected = True
+        finish(request, record)
+        raise
 
 
 def finish(request: web.Request, record: RequestRecord) -> None:

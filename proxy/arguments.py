@@ -31,6 +31,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.validators import validator_for
 
 from proxy import jsonutil
+from proxy.jsonutil import JsonList
 from proxy.policy import Policy
 
 # What `check` answers: the kind of failure, used as the `kind` metric label.
@@ -143,12 +144,24 @@ def full_schema_for(policy: Policy, request_tools: Any, function: str) -> dict[s
     `full_schemas` would map it to, found without building the whole map (the request path
     only looks up the functions the model called)."""
     found = None
-    if isinstance(request_tools, list):
+    if type(request_tools) is JsonList:
+        found = _shared_list_schemas(request_tools).get(function)
+    elif isinstance(request_tools, list):
         for tool in request_tools:
             named = _named_parameters(tool)
             if named is not None and named[0] == function:
                 found = named[1]  # the last definition wins, as in full_schemas
     return found if found is not None else policy.full_schema(function)
+
+
+def _shared_list_schemas(tools: JsonList) -> dict[str, dict[str, Any]]:
+    """Function name -> parameters of a shared tools list, built once for the list's life."""
+    schemas = tools.derived.get("argument_schemas")
+    if schemas is None:
+        named = (_named_parameters(tool) for tool in tools)
+        schemas = dict(pair for pair in named if pair is not None)  # the last definition wins
+        tools.derived["argument_schemas"] = schemas
+    return schemas
 
 
 def _named_parameters(tool: Any) -> tuple[str, dict[str, Any]] | None:

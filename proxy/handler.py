@@ -35,7 +35,8 @@ async def serve_chat(request: web.Request, state: ProxyState) -> web.StreamRespo
     runtime = state.runtime  # a reload during this request does not change what serves it
     record = request[RECORD]
     limits = runtime.config.server
-    body = parse_chat_body(await read_body(request, limits.max_body_bytes, limits.body_timeout_s))
+    raw = await read_body(request, limits.max_body_bytes, limits.body_timeout_s)
+    body = parse_chat_body(raw, state.tool_lists)
     route = find_route(runtime, requested_model(body, request.match_info.get("deployment")))
     record.route = route.name
     record.stream = body.get("stream") is True

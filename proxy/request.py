@@ -1,14 +1,24 @@
-"""The parse stage: read the client's body once, bounded, and check the fields the proxy reads."""
+"""The parse stage: read the client's body once, bounded, and check the fields the proxy reads.
+
+The body is split into its top-level fields first (msgspec, without building their values), so
+that the `tools` list, which an application sends the same on every request and which is most
+of a request's bytes, is parsed once per distinct text (`ToolLists`) instead of on every request.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from proxy import jsonutil
 from proxy.errors import BodyTooLarge, InvalidRequest, RequestTimeout
+
+# The body's top level as field name -> the field's JSON text (validated, not decoded).
+_TOP_LEVEL = msgspec.json.Decoder(dict[str, msgspec.Raw])
 
 
 async def read_body(request: web.Request, max_bytes: int, timeout_s: float) -> bytes:
@@ -27,18 +37,53 @@ async def read_body(request: web.Request, max_bytes: int, timeout_s: float) -> b
         raise RequestTimeout(f"The request body did not arrive within {timeout_s:g} s.") from exc
 
 
-def parse_chat_body(raw: bytes) -> dict[str, Any]:
-    """The body as a dict; a 400 naming the field for anything the proxy cannot route."""
+class ToolLists:
+    """Recent requests' `tools` lists by their JSON text, each parsed once and shared.
+
+    A shared list is a `JsonList`: it cannot be changed, it serialises as the client's own
+    text, and the rewrite memoizes its outcome per policy against that text. At most
+    `max_lists` lists of at most `max_bytes` of text in all are kept, the oldest leaving first.
+    """
+
+    def __init__(self, max_lists: int = 256, max_bytes: int = 8 * 1024 * 1024) -> None:
+        self.max_lists, self.max_bytes = max_lists, max_bytes
+        self._lists: dict[bytes, jsonutil.JsonList] = {}
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._lists)
+
+    def parse(self, text: bytes) -> Any:
+        """The value of `text`: the shared list when it is a list, else a fresh value."""
+        known = self._lists.get(text)
+        if known is not None:
+            return known
+        value = jsonutil.loads(text)
+        if not isinstance(value, list) or len(text) > self.max_bytes:
+            return value
+        shared = jsonutil.JsonList(value, text)
+        self._make_room(len(text))
+        self._lists[text] = shared
+        self._bytes += len(text)
+        return shared
+
+    def _make_room(self, size: int) -> None:
+        while self._lists and (
+            len(self._lists) >= self.max_lists or self._bytes + size > self.max_bytes
+        ):
+            oldest = next(iter(self._lists))
+            del self._lists[oldest]
+            self._bytes -= len(oldest)
+
+
+def parse_chat_body(raw: bytes, tool_lists: ToolLists | None = None) -> dict[str, Any]:
+    """The body as a dict; a 400 naming the field for anything the proxy cannot route.
+
+    With `tool_lists`, the `tools` value is the shared `JsonList` for its text.
+    """
     if not raw:
         raise InvalidRequest("The request body is empty; expected a JSON object.")
-    try:
-        body = jsonutil.loads(raw)
-    except jsonutil.JSONDecodeError as exc:
-        raise InvalidRequest(
-            f"We could not parse the JSON body of your request ({exc}).", code="invalid_json"
-        ) from exc
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
+    body = _decode_fields(raw, tool_lists.parse if tool_lists is not None else jsonutil.loads)
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise InvalidRequest("Invalid type for 'stream': expected a boolean.", param="stream")
@@ -49,6 +94,21 @@ def parse_chat_body(raw: bytes) -> dict[str, Any]:
         )
     check_stream_options(body.get("stream_options"))
     return body
+
+
+def _decode_fields(raw: bytes, parse_tools: Callable[[bytes], Any]) -> dict[str, Any]:
+    try:
+        fields = _TOP_LEVEL.decode(raw)
+        return {
+            name: parse_tools(bytes(text)) if name == "tools" else jsonutil.loads(bytes(text))
+            for name, text in fields.items()
+        }
+    except msgspec.ValidationError as exc:  # valid JSON, not an object
+        raise InvalidRequest("The request body must be a JSON object.") from exc
+    except (msgspec.DecodeError, jsonutil.JSONDecodeError) as exc:
+        raise InvalidRequest(
+            f"We could not parse the JSON body of your request ({exc}).", code="invalid_json"
+        ) from exc
 
 
 def check_stream_options(options: Any) -> None:

@@ -15,6 +15,7 @@ from proxy.config import Runtime
 from proxy.errors import Overloaded
 from proxy.metrics import Metrics
 from proxy.record import RequestRecord
+from proxy.request import ToolLists
 from proxy.shadow import ShadowSender
 from proxy.upstream import Upstreams
 
@@ -28,6 +29,8 @@ class ProxyState:
     shadows: ShadowSender
     metrics: Metrics
     arguments: ArgumentChecker = field(default_factory=ArgumentChecker)
+    # Shared across reloads: a list's text means the same under any config.
+    tool_lists: ToolLists = field(default_factory=ToolLists)
     draining: bool = False
     in_flight: int = 0
     # Request ids: a random per-process prefix and a counter — unique without a syscall

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -59,6 +60,8 @@ class UpstreamResponse:
     content_type: str
     chunks: AsyncIterator[bytes]
     close: Callable[[], Awaitable[None]]
+    # Reads a body of known, small enough length in one go (None: not such a body).
+    read_whole: Callable[[int], Awaitable[bytes | None]] | None = None
     wait_seconds: float = 0.0  # time spent waiting on the upstream for body bytes
 
     def __post_init__(self) -> None:
@@ -77,6 +80,14 @@ class UpstreamResponse:
             yield chunk
 
     async def read(self, limit: int) -> bytes:
+        if self.read_whole is not None:
+            started = time.perf_counter()
+            try:
+                whole = await self.read_whole(limit)
+            finally:
+                self.wait_seconds += time.perf_counter() - started
+            if whole is not None:
+                return whole
         parts: list[bytes] = []
         size = 0
         async for chunk in self.chunks:
@@ -210,6 +221,7 @@ class Upstreams:
             content_type=response.headers.get("Content-Type", ""),
             chunks=_http_chunks(response, target.upstream_name),
             close=_closer(response),
+            read_whole=_whole_reader(response, target.upstream_name),
         )
 
 
@@ -224,11 +236,33 @@ def _closer(response: aiohttp.ClientResponse) -> Callable[[], Awaitable[None]]:
     return close
 
 
+def _whole_reader(
+    response: aiohttp.ClientResponse, name: str
+) -> Callable[[int], Awaitable[bytes | None]]:
+    async def read_whole(limit: int) -> bytes | None:
+        """The body in one read when its length is declared, within `limit` and not compressed
+        (a compressed body's length says nothing of its size): no chunk-by-chunk loop."""
+        length = response.content_length
+        if length is None or length > limit or response.headers.get("Content-Encoding"):
+            return None
+        with _read_failures(name):
+            return await response.read()
+
+    return read_whole
+
+
 async def _http_chunks(response: aiohttp.ClientResponse, name: str) -> AsyncIterator[bytes]:
     """The body as it arrives, with transport failures turned into `ProxyError`s."""
-    try:
+    with _read_failures(name):
         async for chunk in response.content.iter_any():
             yield chunk
+
+
+@contextmanager
+def _read_failures(name: str) -> Iterator[None]:
+    """Transport failures while an answer's body is read, as the upstream's `ProxyError`s."""
+    try:
+        yield
     except TimeoutError as exc:
         raise UpstreamTimeout(
             f"upstream {name!r} stopped sending its answer (idle or total timeout)"

@@ -12,6 +12,7 @@ import pytest
 
 from proxy import jsonutil
 from proxy.arguments import ArgumentChecker, full_schema_for, full_schemas
+from proxy.jsonutil import JsonList
 from proxy.policy import PASSTHROUGH, PolicySpec, build_policy
 
 ORDER_SCHEMA: dict[str, Any] = {
@@ -339,5 +340,8 @@ def test_a_slimmed_request_is_still_checked_against_the_full_schema() -> None:
 def test_full_schema_for_one_function_agrees_with_the_whole_map(tools: Any) -> None:
     policy = slim_policy()
     schemas = full_schemas(policy, tools)
+    # as the parse stage shares it: the map is built once and kept with the list
+    shared = None if tools is None else JsonList(tools, jsonutil.dumps(tools))
     for function in (*schemas, "not_offered"):
         assert full_schema_for(policy, tools, function) == schemas.get(function)
+        assert full_schema_for(policy, shared, function) == schemas.get(function)

@@ -11,6 +11,8 @@ from typing import Any
 import openai
 import pytest
 
+from proxy.policy import load_policy
+from proxy.rewrite import rewrite
 from tests.conftest import FakeUpstream, RunningProxy, StartProxy, basic_config, fake_variant
 
 REPO = Path(__file__).resolve().parent.parent
@@ -88,6 +90,26 @@ async def test_slim_variants_send_fewer_bytes_and_fewer_prompt_tokens(
     assert slim.choices[0].message.tool_calls[0].function.name == "lookup_order"
     if variant == "slim":
         assert all("description" not in t["function"] for t in slim_tools)
+
+
+async def test_repeated_and_edited_tools_are_rewritten_per_variant_every_time(
+    policied: RunningProxy, fake_upstream: FakeUpstream
+) -> None:
+    """The parse stage shares a tools list between requests with the same text and the rewrite
+    memoizes against it: every request must still get its own variant's rewrite."""
+    client = policied.client()
+    policies = {
+        name: load_policy(REPO / "policies" / f"support-{name}.yaml", name)
+        for name in ("full", "slim", "params")
+    }
+    edited = drifted(SUPPORT_TOOLS)
+    for tools in (SUPPORT_TOOLS, edited, SUPPORT_TOOLS, edited):
+        for variant, policy in policies.items():
+            request = {"model": "chat", "messages": ORDER_QUESTION, "tools": tools}
+            await client.chat.completions.create(**request, extra_headers=pinned(variant))
+            expected = rewrite(request, policy).body["tools"]
+            assert json.dumps(fake_upstream.last.body["tools"]) == json.dumps(expected)
+    assert len(fake_upstream.received) == 12
 
 
 async def test_streamed_tool_call_through_a_policy(

@@ -22,6 +22,7 @@ import pytest
 from proxy import jsonutil
 from proxy.errors import InvalidRequest
 from proxy.policy import PASSTHROUGH, Policy, load_policy
+from proxy.request import ToolLists
 from proxy.rewrite import ACTIONS, Change, RewriteResult, rewrite
 
 CASES = Path(__file__).parent / "cases"
@@ -130,3 +131,27 @@ def test_case_is_idempotent(case: Path) -> None:
     twice = rewrite(once.body, policy)
     assert jsonutil.dumps(twice.body) == jsonutil.dumps(once.body)
     assert {change.action for change in twice.changes} <= {"logit_bias_skipped"}
+
+
+def with_shared_tools(body: dict[str, Any], tool_lists: ToolLists) -> dict[str, Any]:
+    """`body` as the parse stage gives it: its `tools` the shared list for their text."""
+    if "tools" not in body:
+        return body
+    return {**body, "tools": tool_lists.parse(jsonutil.dumps(body["tools"]))}
+
+
+@pytest.mark.parametrize("case", CASE_DIRS, ids=lambda path: path.name)
+def test_case_with_shared_tools_memoized(case: Path) -> None:
+    """The same outcome when the tools are a shared list: first (memo filled) and again (hit)."""
+    policy, request, expected = load_case(case)
+    tool_lists = ToolLists()
+    for _ in range(2):
+        body = with_shared_tools(request, tool_lists)
+        if "error" in expected:
+            with pytest.raises(InvalidRequest):
+                rewrite(body, policy)
+            continue
+        result = rewrite(body, policy)
+        assert jsonutil.dumps(result.body) == jsonutil.dumps(expected["body"])
+        assert [asdict(change) for change in result.changes] == expected_changes(expected)
+    assert request == load_case(case)[1]

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from proxy import jsonutil
 from proxy.errors import InvalidRequest
 from proxy.policy import PASSTHROUGH, Policy, PolicySpec, build_policy
+from proxy.request import ToolLists
 from proxy.rewrite import ACTIONS, RewriteResult, rewrite
 
 
@@ -268,3 +269,23 @@ def test_passthrough_returns_the_body_unchanged(body: dict[str, Any]) -> None:
     result = rewrite(body, PASSTHROUGH)
     assert jsonutil.dumps(result.body) == jsonutil.dumps(body)
     assert result.changes == []
+
+
+@SETTINGS
+@given(body=bodies, policy=policies)
+def test_shared_tools_rewrite_as_plain_ones(body: dict[str, Any], policy: Policy) -> None:
+    """The parse stage's shared tool lists, and the memo kept against them, change nothing."""
+    plain = _rewrite_or_none(body, policy)
+    tool_lists = ToolLists()
+    for _ in range(2):  # the first fills the memo, the second is served from it
+        shared = body
+        if "tools" in body:
+            shared = {**body, "tools": tool_lists.parse(jsonutil.dumps(body["tools"]))}
+        result = _rewrite_or_none(shared, policy)
+        if plain is None or result is None:
+            assert plain is result
+            continue
+        assert jsonutil.dumps(result.body) == jsonutil.dumps(plain.body)
+        assert list(result.body) == list(plain.body)
+        assert result.changes == plain.changes
+        assert result.legacy_functions == plain.legacy_functions

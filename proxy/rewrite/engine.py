@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 Step = Callable[[Body, "Policy", list[Change]], Body]
 
 STEPS: tuple[Step, ...] = (
-    # legacy functions become tools first, so every later step sees one shape
+    # legacy functions become tools first, so every later step sees one shape (and `rewrite`
+    # finds its report first)
     translate_legacy_functions,
     # identical / slim / unknown tools; when none is left, tool_choice and
     # parallel_tool_calls go too
@@ -50,5 +51,6 @@ def rewrite(body: Body, policy: Policy) -> RewriteResult:
         rewritten = step(rewritten, policy, changes)
     if rewritten is body:
         rewritten = dict(body)  # the caller sets `model` on the result
-    legacy = any(change.action == LEGACY_FUNCTIONS_TRANSLATED for change in changes)
+    # The legacy step runs first: when it translated, its report is the first one.
+    legacy = bool(changes) and changes[0].action == LEGACY_FUNCTIONS_TRANSLATED
     return RewriteResult(rewritten, changes, legacy_functions=legacy)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from proxy import jsonutil
 from proxy.errors import InvalidRequest
+from proxy.jsonutil import JsonList
 from proxy.rewrite.fields import function_name, read_tools, tool_choice_names
 from proxy.rewrite.result import (
     TOOL_DROPPED_UNKNOWN,
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 
 # Fields upstreams refuse when there is no tool left (see the OpenAI contract notes).
 _TOOLS_ONLY_FIELDS = ("tools", "tool_choice", "parallel_tool_calls")
+# Distinct (tools text, forced functions) outcomes kept per policy; applications send few.
+MAX_MEMOIZED_REWRITES = 256
 
 
 @dataclass(frozen=True)
@@ -48,18 +51,50 @@ def rewrite_tool_definitions(body: Body, policy: Policy, changes: list[Change]) 
     if not tools:
         return body
     request = _Request(policy, tool_choice_names(body.get("tool_choice")), changes)
+    kept = _memoized(tools, request) if type(tools) is JsonList else _kept(tools, request)
+    if kept is tools or (
+        len(kept) == len(tools) and all(a is b for a, b in zip(kept, tools, strict=True))
+    ):
+        return body
+    if not kept:
+        changes.append(Change(TOOLS_EMPTIED))
+        return {key: value for key, value in body.items() if key not in _TOOLS_ONLY_FIELDS}
+    return {**body, "tools": kept}
+
+
+def _kept(tools: list[Any], request: _Request) -> list[Any]:
+    """The tools to send in place of `tools`, each decided on its own."""
     kept = []
     for index, tool in enumerate(tools):
         name = function_name(tool, index)
         new_tool = tool if name is None else _rewrite_function(tool, name, index, request)
         if new_tool is not None:
             kept.append(new_tool)
-    if len(kept) == len(tools) and all(a is b for a, b in zip(kept, tools, strict=True)):
-        return body
-    if not kept:
-        changes.append(Change(TOOLS_EMPTIED))
-        return {key: value for key, value in body.items() if key not in _TOOLS_ONLY_FIELDS}
-    return {**body, "tools": kept}
+    return kept
+
+
+def _memoized(tools: JsonList, request: _Request) -> list[Any]:
+    """`_kept` for a shared list, decided once per policy, list text and forced functions.
+
+    A deterministic function of those three, so the memo changes no outcome: it saves
+    comparing every tool with its training definition, and serialising the result, on every
+    request that sends the same tools. A refused request is not memoized (it raises).
+    """
+    memo = request.policy.tool_rewrites
+    key = (tools.json, request.forced)
+    found = memo.get(key)
+    if found is None:
+        reported: list[Change] = []
+        kept = _kept(tools, replace(request, changes=reported))
+        unchanged = len(kept) == len(tools) and all(
+            a is b for a, b in zip(kept, tools, strict=True)
+        )
+        found = (tools if unchanged else JsonList(kept, jsonutil.dumps(kept)), tuple(reported))
+        if len(memo) >= MAX_MEMOIZED_REWRITES:
+            del memo[next(iter(memo))]  # the oldest
+        memo[key] = found
+    request.changes.extend(found[1])
+    return found[0]
 
 
 def _rewrite_function(
