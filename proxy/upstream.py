@@ -145,6 +145,9 @@ class Upstreams:
             connector=connector,
             auto_decompress=True,
             raise_for_status=False,
+            # One session serves every client: an upstream's cookie (a load balancer's
+            # affinity, say) must not be kept and sent on other clients' requests.
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
 
     async def close(self) -> None:

@@ -595,7 +595,8 @@ async def test_an_upstream_401_quotes_nothing_of_the_upstream_key(
 async def test_upstream_headers_outside_the_safe_list_never_reach_the_client(
     fake_upstream: FakeUpstream, start_proxy: StartProxy, stream: bool
 ) -> None:
-    config = basic_config(fake_upstream.url)
+    # By host name: a cookie jar would keep cookies from a name, not from an IP address.
+    config = basic_config(fake_upstream.url.replace("127.0.0.1", "localhost"))
     config["routes"]["leaky"] = {
         "variants": [{"name": "v", "upstream": "fake", "model": "ft-leaky-headers"}]
     }
@@ -607,6 +608,9 @@ async def test_upstream_headers_outside_the_safe_list_never_reach_the_client(
         assert name not in outcome.headers, name
     assert "x-upstream-request-id" in outcome.headers  # the safe list still passes
     assert "x-ratelimit-remaining-requests" in outcome.headers
+    # the upstream's cookie is not kept for the next client's request either
+    await exchange(proxy.url, {"model": "leaky", "messages": MESSAGES, "stream": stream})
+    assert "cookie" not in fake_upstream.last.headers
 
 
 @pytest.mark.slow
