@@ -43,17 +43,17 @@ variants' rewrite costs can be compared.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Generic, TypeVar
+import math
+import time
+from bisect import bisect_left
+from collections.abc import Hashable, Iterator
+from typing import Any
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
-from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import metrics as prometheus_metrics
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 from proxy.record import Attempt, RequestRecord
 from proxy.rewrite import ACTIONS
@@ -80,44 +80,183 @@ OVERHEAD_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
 )  # fmt: skip
 
-M = TypeVar("M", bound=MetricWrapperBase)
+# Counters and histograms are plain Python numbers, exported by a collector at scrape time:
+# prometheus_client's own metrics take a lock and re-check their labels on every increment,
+# which cost several µs per request. No lock is needed because every `observe_*` call and every
+# `render()` runs on the proxy's one asyncio event loop (requests, shadow outcomes, SIGHUP and
+# `--watch` reloads alike) and none of them awaits part-way. A metric counted from another
+# thread would need a lock of its own; `in_flight_requests` stays a prometheus_client Gauge.
 
 
-class _Children(dict[Any, M], Generic[M]):
-    """The label children of one metric under fixed leading labels, created on first use.
+def _created_series_enabled() -> bool:
+    """prometheus_client's switch for `_created` samples, so operators keep their control of it.
 
-    A key is the remaining label value (a string), a tuple of them, or `()` when there are
-    none; after the first use a child is one dict lookup away, skipping `labels()`' checks.
+    It is set from `PROMETHEUS_DISABLE_CREATED_SERIES` or by `disable_created_metrics()`, and
+    prometheus_client's own metrics read it on every scrape; it has no public getter.
+    """
+    return bool(getattr(prometheus_metrics, "_use_created", True))
+
+
+class _CounterFamily:
+    """One counter metric: its series in first-use order, each with its creation time."""
+
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = labelnames
+        # (values, key, label values, created): a series' value is `values[key]`, so an
+        # increment touches only the dict that holds it.
+        self._series: list[tuple[_Counts, Hashable, tuple[str, ...], float]] = []
+
+    def under(self, *leading: str) -> _Counts:
+        """The values of the series whose first label values are `leading`."""
+        return _Counts(self, leading)
+
+    def add_series(self, values: _Counts, key: Hashable, labelvalues: tuple[str, ...]) -> None:
+        self._series.append((values, key, labelvalues, time.time()))
+
+    def describe(self) -> CounterMetricFamily:
+        return CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+    def export(self, with_created: bool) -> CounterMetricFamily:
+        family = self.describe()
+        for values, key, labelvalues, created in self._series:
+            family.add_metric(labelvalues, values[key], created if with_created else None)
+        return family
+
+
+class _Counts(dict[Hashable, float]):
+    """One counter's values under fixed leading labels, keyed by the remaining label value(s).
+
+    A key is the remaining label value, a tuple of them, or `()` when there are none. A key seen
+    for the first time starts at 0 and joins the counter's series, as a prometheus_client label
+    child would; after that an increment is one dict update (`counts[key] += n`). Values are
+    floats, as prometheus_client keeps them, so large sums round the same way.
     """
 
-    def __init__(self, metric: M, *leading: str) -> None:
+    def __init__(self, family: _CounterFamily, leading: tuple[str, ...]) -> None:
         super().__init__()
-        self.metric = metric
+        self.family = family
         self.leading = leading
 
-    def __missing__(self, key: str | tuple[str, ...]) -> M:
+    def __missing__(self, key: Hashable) -> float:
         rest = key if isinstance(key, tuple) else (key,)
-        child = self.metric.labels(*self.leading, *rest)
-        self[key] = child
-        return child
+        self[key] = 0.0
+        # Label values are strings, as `labels()` makes them (a status code is keyed as an int).
+        self.family.add_series(self, key, self.leading + tuple(str(value) for value in rest))
+        return 0.0
+
+
+class _Histogram:
+    """One histogram series: a count per bucket (not cumulative) and the sum of observations."""
+
+    __slots__ = ("bounds", "counts", "created", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * len(bounds)
+        self.sum = 0.0
+        self.created = time.time()
+
+    def observe(self, value: float) -> None:
+        # The first bound >= value, as prometheus_client's `value <= bound`; the last is +Inf.
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+
+class _HistogramFamily:
+    """One histogram metric: its series in first-use order."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: tuple[str, ...],
+        buckets: tuple[float, ...],
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = labelnames
+        self.bounds = (*buckets, math.inf)
+        # The bounds as prometheus_client spells them ("1e-05", "+Inf"); it leaves this unannotated.
+        self._le = tuple(floatToGoString(b) for b in self.bounds)  # type: ignore[no-untyped-call]
+        self._series: list[tuple[tuple[str, ...], _Histogram]] = []
+
+    def series(self, *labelvalues: str) -> _Histogram:
+        histogram = _Histogram(self.bounds)
+        self._series.append((labelvalues, histogram))
+        return histogram
+
+    def describe(self) -> HistogramMetricFamily:
+        return HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+    def export(self, with_created: bool) -> HistogramMetricFamily:
+        family = self.describe()
+        for labelvalues, histogram in self._series:
+            family.add_metric(labelvalues, self._cumulative(histogram), histogram.sum)
+            if with_created:
+                labels = dict(zip(self.labelnames, labelvalues, strict=True))
+                family.samples.append(Sample(f"{self.name}_created", labels, histogram.created))
+        return family
+
+    def _cumulative(self, histogram: _Histogram) -> list[tuple[str, float]]:
+        buckets = []
+        total = 0.0
+        for le, count in zip(self._le, histogram.counts, strict=True):
+            total += count
+            buckets.append((le, total))
+        return buckets
+
+
+class _LazyHistograms(dict[tuple[()], _Histogram]):
+    """A histogram series created on its first observation (`lazy[()]`), for optional stages."""
+
+    def __init__(self, family: _HistogramFamily, labelvalues: tuple[str, ...]) -> None:
+        super().__init__()
+        self.family = family
+        self.labelvalues = labelvalues
+
+    def __missing__(self, key: tuple[()]) -> _Histogram:
+        histogram = self[key] = self.family.series(*self.labelvalues)
+        return histogram
+
+
+_Family = _CounterFamily | _HistogramFamily
+
+
+class _Collector:
+    """Exports the families to the registry, in the order they were defined."""
+
+    def __init__(self, families: list[_Family]) -> None:
+        self.families = families
+
+    def describe(self) -> Iterator[Metric]:
+        # Lets the registry refuse a second `Metrics` on it, as it refuses duplicate names.
+        for family in self.families:
+            yield family.describe()
+
+    def collect(self) -> Iterator[Metric]:
+        with_created = _created_series_enabled()
+        for family in self.families:
+            yield family.export(with_created)
 
 
 class _VariantSeries:
-    """Every child metric of one (route, variant), resolved once and kept."""
+    """Every series of one (route, variant), resolved once and kept."""
 
     def __init__(self, metrics: Metrics, route: str, variant: str) -> None:
         labels = (route, variant)
-        self.requests = _Children(metrics.requests, *labels)
-        self.duration = metrics.request_duration.labels(*labels)
-        self.overhead = metrics.overhead.labels(*labels)
-        self.upstream = _Children(metrics.upstream_duration, *labels)
-        self.ttft = _Children(metrics.time_to_first_token, *labels)
-        self.tokens = _Children(metrics.tokens, *labels)
-        self.responses = _Children(metrics.responses, *labels)
-        self.tool_calls = _Children(metrics.tool_calls, *labels)
-        self.argument_errors = _Children(metrics.tool_argument_errors, *labels)
-        self.rewrites = _Children(metrics.rewrites, *labels)
-        self.bytes_removed = _Children(metrics.tool_schema_bytes_removed, *labels)
+        self.requests = metrics.requests.under(*labels)
+        self.duration = metrics.request_duration.series(*labels)
+        self.overhead = metrics.overhead.series(*labels)
+        self.upstream = _LazyHistograms(metrics.upstream_duration, labels)
+        self.ttft = _LazyHistograms(metrics.time_to_first_token, labels)
+        self.tokens = metrics.tokens.under(*labels)
+        self.responses = metrics.responses.under(*labels)
+        self.tool_calls = metrics.tool_calls.under(*labels)
+        self.argument_errors = metrics.tool_argument_errors.under(*labels)
+        self.rewrites = metrics.rewrites.under(*labels)
+        self.bytes_removed = metrics.tool_schema_bytes_removed.under(*labels)
 
 
 class Metrics:
@@ -126,9 +265,15 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self._series: dict[tuple[str, str], _VariantSeries] = {}
+        self._families: list[_Family] = []
         self._define_request_metrics()
         self._define_answer_metrics()
         self._define_operation_metrics()
+        self.registry.register(_Collector(self._families))
+        # Registered after the collector, so it is still exported last.
+        self.in_flight = Gauge(
+            f"{PREFIX}in_flight_requests", "Requests being served now.", registry=self.registry
+        )
 
     def _define_request_metrics(self) -> None:
         variant = ("route", "variant")
@@ -173,29 +318,31 @@ class Metrics:
         )
 
     def _define_operation_metrics(self) -> None:
+        # Off the request path, but kept in the same form: keyed by their whole label tuple.
         self.fallbacks = self._counter(
             "fallbacks", "Failed attempts followed by another target.", ("route", "reason")
-        )
+        ).under()
         self.upstream_errors = self._counter(
             "upstream_errors", "Failed upstream attempts.", ("upstream", "reason")
-        )
+        ).under()
         self.shadow_requests = self._counter(
             "shadow_requests", "Shadow copies by outcome.", ("route", "outcome")
-        )
-        self.config_reloads = self._counter("config_reloads", "Config reloads.", ("result",))
-        self.in_flight = Gauge(
-            f"{PREFIX}in_flight_requests", "Requests being served now.", registry=self.registry
-        )
+        ).under()
+        self.config_reloads = self._counter(
+            "config_reloads", "Config reloads.", ("result",)
+        ).under()
 
-    def _counter(self, name: str, help_text: str, labels: tuple[str, ...]) -> Counter:
-        return Counter(f"{PREFIX}{name}", help_text, labels, registry=self.registry)
+    def _counter(self, name: str, documentation: str, labels: tuple[str, ...]) -> _CounterFamily:
+        family = _CounterFamily(f"{PREFIX}{name}", documentation, labels)
+        self._families.append(family)
+        return family
 
     def _histogram(
-        self, name: str, help_text: str, labels: tuple[str, ...], buckets: tuple[float, ...]
-    ) -> Histogram:
-        return Histogram(
-            f"{PREFIX}{name}", help_text, labels, registry=self.registry, buckets=buckets
-        )
+        self, name: str, documentation: str, labels: tuple[str, ...], buckets: tuple[float, ...]
+    ) -> _HistogramFamily:
+        family = _HistogramFamily(f"{PREFIX}{name}", documentation, labels, buckets)
+        self._families.append(family)
+        return family
 
     # ------------------------------------------------------------------------- observing
 
@@ -206,7 +353,7 @@ class Metrics:
         """
         total = record.elapsed() if total_seconds is None else total_seconds
         series = self._series_of(record.route or NOT_ROUTED, record.variant or NOT_ROUTED)
-        series.requests[str(record.status)].inc()
+        series.requests[record.status] += 1
         series.duration.observe(total)
         series.overhead.observe(max(total - record.upstream_seconds, 0.0))
         if record.attempts:
@@ -225,22 +372,21 @@ class Metrics:
         return series
 
     def _observe_attempts(self, route: str, attempts: list[Attempt]) -> None:
-        # Failures are rare: these resolve their label children on the spot.
         last = len(attempts) - 1
         for position, attempt in enumerate(attempts):
             followed = position < last
             if attempt.reason is None and attempt.error is None and not followed:
                 continue  # it answered
             reason = attempt.reason or UNKNOWN_REASON
-            self.upstream_errors.labels(attempt.upstream, reason).inc()
+            self.upstream_errors[(attempt.upstream, reason)] += 1
             if followed:
-                self.fallbacks.labels(route, reason).inc()
+                self.fallbacks[(route, reason)] += 1
 
     def observe_shadow(self, route: str, outcome: str) -> None:
-        self.shadow_requests.labels(route, outcome).inc()
+        self.shadow_requests[(route, outcome)] += 1
 
     def observe_reload(self, result: str) -> None:
-        self.config_reloads.labels(result).inc()
+        self.config_reloads[result] += 1
 
     def render(self) -> tuple[bytes, str]:
         """The body and content type of `GET /metrics` (Prometheus text format)."""
@@ -250,45 +396,43 @@ class Metrics:
 def _observe_answer(series: _VariantSeries, record: RequestRecord) -> None:
     """What the rewrite and the answer of a request that reached a variant report."""
     if record.usage:
-        _observe_usage(series, record.usage)
+        _observe_usage(series.tokens, record.usage)
     for reason in record.finish_reasons:
-        series.responses[reason if reason in FINISH_REASONS else OTHER].inc()
+        series.responses[reason if reason in FINISH_REASONS else OTHER] += 1
     known = record.policy_functions
     for function in record.tool_calls:
-        series.tool_calls[function if function in known else OTHER].inc()
+        series.tool_calls[function if function in known else OTHER] += 1
     for function, kind in record.argument_errors:
         label = function if function in known else OTHER
-        series.argument_errors[(label, kind if kind in ARGUMENT_ERROR_KINDS else OTHER)].inc()
-    # A slim rewrite reports one change per tool: count them first, then increment each
-    # action's counter once (every increment takes a lock).
+        series.argument_errors[(label, kind if kind in ARGUMENT_ERROR_KINDS else OTHER)] += 1
     removed = 0
-    actions: dict[str, int] = {}
     for change in record.changes:
-        action = change.action if change.action in REWRITE_ACTIONS else OTHER
-        actions[action] = actions.get(action, 0) + 1
+        series.rewrites[change.action if change.action in REWRITE_ACTIONS else OTHER] += 1
         removed += change.bytes_removed
-    for action, count in actions.items():
-        series.rewrites[action].inc(count)
     # Counted even when 0, so "bytes removed per request" is defined for every variant.
-    series.bytes_removed[()].inc(max(removed, 0))
+    series.bytes_removed[()] += removed if removed > 0 else 0
 
 
-def _observe_usage(series: _VariantSeries, usage: Mapping[str, Any]) -> None:
+def _observe_usage(tokens: _Counts, usage: dict[str, Any]) -> None:
     prompt = _token_count(usage.get("prompt_tokens"))
     if prompt is not None:
-        series.tokens["prompt"].inc(prompt)
+        tokens["prompt"] += prompt
     completion = _token_count(usage.get("completion_tokens"))
     if completion is not None:
-        series.tokens["completion"].inc(completion)
+        tokens["completion"] += completion
     details = usage.get("prompt_tokens_details")
-    if isinstance(details, Mapping):
+    # `usage` is parsed JSON, so an object is a dict (an ABC check costs several times more).
+    if isinstance(details, dict):
         cached = _token_count(details.get("cached_tokens"))
         if cached is not None:
-            series.tokens["cached"].inc(cached)
+            tokens["cached"] += cached
 
 
 def _token_count(value: Any) -> int | None:
-    """A usage number as the upstream reported it; None when it is absent or not a count."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    """A usage number as the upstream reported it; None when it is absent or not a count.
+
+    Parsed JSON has exact ints; `type(...) is int` also refuses `true`, which is a Python bool.
+    """
+    if type(value) is int and value >= 0:
         return value
     return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -364,6 +365,33 @@ def test_metrics_live_on_the_injected_registry() -> None:
     assert metrics.registry is registry
     labels = {"code": "200", **AT_VARIANT}
     assert registry.get_sample_value("tuned_proxy_requests_total", labels) == 1
+
+
+def test_every_series_exports_when_it_was_created() -> None:
+    before = time.time()
+    metrics = Metrics()
+    metrics.observe_request(full_record(), total_seconds=1)
+    metrics.observe_shadow(ROUTE, "ok")
+    metrics.observe_reload("ok")
+    after = time.time()
+    samples = scrape(metrics)
+    series = {
+        (name.removesuffix("_total").removesuffix("_count"), labels)
+        for name, labels in samples
+        if name.endswith(("_total", "_count"))
+    }
+    assert len(series) > 10
+    for name, labels in series:
+        created = samples.get((f"{name}_created", labels))
+        assert created is not None, (name, dict(labels))
+        assert before <= created <= after
+
+
+def test_a_registry_holds_one_metrics() -> None:
+    registry = CollectorRegistry()
+    Metrics(registry)
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        Metrics(registry)
 
 
 def test_render_serves_the_prometheus_text_format() -> None:
