@@ -83,10 +83,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"tuned-proxy: {refusal}", file=sys.stderr)
         return 2
     drain = args.drain_timeout if args.drain_timeout is not None else server.drain_timeout_s
-    configure_logging(args.log_level, args.log_format)
-    asyncio.run(
-        serve(runtime, host, port, config_path=path, watch=args.watch, drain_timeout_s=drain)
-    )
+    flush_logs = configure_logging(args.log_level, args.log_format)
+    try:
+        asyncio.run(
+            serve(runtime, host, port, config_path=path, watch=args.watch, drain_timeout_s=drain)
+        )
+    finally:
+        # The last lines ("stopped", or those before a crash) go out before any traceback.
+        flush_logs()
     return 0
 
 

@@ -72,9 +72,25 @@ class RequestRecord:
         return time.perf_counter() - self.started
 
 
+def _ms(seconds: float) -> float:
+    """Milliseconds to the µs (rounding whole µs: several times cheaper than `round(x, 3)`)."""
+    return round(seconds * 1_000_000) / 1000
+
+
+def _token_counts(usage: dict[str, Any]) -> dict[str, int]:
+    """The usage's prompt and completion counts, where the upstream gave them as integers."""
+    counts = {}
+    for key in ("prompt_tokens", "completion_tokens"):
+        value = usage.get(key)
+        if isinstance(value, int):
+            counts[key] = value
+    return counts
+
+
 def log_request(record: RequestRecord) -> None:
     """The one log line of a request (fields, never content)."""
     total = record.elapsed()
+    upstream = record.upstream_seconds
     fields: dict[str, Any] = {
         "request_id": record.request_id,
         "path": record.path,
@@ -83,18 +99,14 @@ def log_request(record: RequestRecord) -> None:
         "upstream": record.upstream,
         "status": record.status,
         "stream": record.stream,
-        "duration_ms": round(total * 1000, 3),
-        "upstream_ms": round(record.upstream_seconds * 1000, 3),
-        "overhead_ms": round(max(total - record.upstream_seconds, 0.0) * 1000, 3),
+        "duration_ms": _ms(total),
+        "upstream_ms": _ms(upstream),
+        "overhead_ms": _ms(max(total - upstream, 0.0)),
     }
     if record.first_byte_seconds is not None:
-        fields["ttft_ms"] = round(record.first_byte_seconds * 1000, 3)
+        fields["ttft_ms"] = _ms(record.first_byte_seconds)
     if record.usage:
-        fields["tokens"] = {
-            key: record.usage[key]
-            for key in ("prompt_tokens", "completion_tokens")
-            if isinstance(record.usage.get(key), int)
-        }
+        fields["tokens"] = _token_counts(record.usage)
     if record.changes:
         fields["rewrite"] = sorted({change.action for change in record.changes})
         fields["schema_bytes_removed"] = sum(c.bytes_removed for c in record.changes)
@@ -108,4 +120,5 @@ def log_request(record: RequestRecord) -> None:
         fields["error"] = record.error
     if record.client_disconnected:
         fields["client_disconnected"] = True
-    logger.info("request", **fields)
+    # One dict, not keyword arguments: see `proxy.logs.spread_fields`.
+    logger.info("request", _fields=fields)

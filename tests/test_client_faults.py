@@ -448,6 +448,11 @@ async def test_huge_bodies_and_headers_in_the_real_process(live_proxy: Live) -> 
     proxy = live_proxy.proxy
     peak_before = peak_rss(proxy.proc.pid)
 
+    def refused_lines() -> list[dict[str, Any]]:
+        return [line for line in proxy.lines if line.get("status") == 431]
+
+    refused_before = len(refused_lines())
+
     async def megabytes() -> AsyncIterator[bytes]:
         for _ in range(64):
             yield b" " * (1024 * 1024)
@@ -469,8 +474,9 @@ async def test_huge_bodies_and_headers_in_the_real_process(live_proxy: Live) -> 
     samples = await scrape(proxy.url)
     assert total(samples, "tuned_proxy_requests_total", code="413") >= 3
     assert total(samples, "tuned_proxy_requests_total", code="431") >= 20
-    refused = [line for line in proxy.lines if line.get("status") == 431]
-    assert refused
+    # Each refusal's log line, written a moment after its answer.
+    await eventually(lambda: len(refused_lines()) >= refused_before + 20, "a line per 431")
+    refused = refused_lines()
     assert all("aaaa" not in json.dumps(line) for line in refused)
 
 

@@ -622,6 +622,7 @@ async def test_the_upstream_key_is_in_no_log_line_metric_answer_or_header(
     for route in ("err401", "dead", "err429", "bad-json", "chat"):
         outcome = await exchange(proxy.url, {"model": route, "messages": MESSAGES})
         seen += [outcome.body.decode(errors="replace"), json.dumps(dict(outcome.headers))]
+        await proxy.request_line(outcome.headers["x-request-id"])  # written after a moment
     async with aiohttp.ClientSession() as session, session.get(f"{proxy.url}/metrics") as metrics:
         seen.append(await metrics.text())
     seen += [json.dumps(line) for line in proxy.lines]

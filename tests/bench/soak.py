@@ -48,6 +48,8 @@ from harness import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from proxy.logs import FLUSH_INTERVAL_S
+
 CLIENT_KEY = "sk-soak-client"
 UPSTREAM_KEY = "sk-soak-upstream"
 SUPPORT_TOOLS = json.loads((POLICIES / "support.tools.json").read_text())
@@ -386,7 +388,9 @@ def main(argv: list[str] | None = None) -> int:
                 args.sample_every,
             )
         )
-        checks = count_checks(run, scrape(url), request_log_lines(log_path))
+        samples = scrape(url)
+        time.sleep(2 * FLUSH_INTERVAL_S)  # the proxy's last request lines are still buffered
+        checks = count_checks(run, samples, request_log_lines(log_path))
     print(report(run, checks, args.concurrency))
     agreed = all(expected == value for _, expected, value in checks)
     at_rest = run.after.fds <= run.before.fds

@@ -1,0 +1,123 @@
+"""The log output: structlog's lines as before, buffered into few writes, in the order logged."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import io
+import json
+import logging
+import signal
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+import structlog
+import yaml
+
+from proxy.logs import BufferedBytesLogger, UtcIsoTimestamp, render_json, spread_fields
+from proxy.logs import _AfterBufferedLines as AfterBufferedLines
+from tests.conftest import eventually
+from tests.test_lifecycle import config, serving
+
+
+class CountedWrites(io.BytesIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, data: bytes | bytearray) -> int:  # type: ignore[override]
+        self.writes += 1
+        return super().write(data)
+
+
+def test_a_line_logged_where_no_event_loop_runs_is_written_at_once() -> None:
+    out = CountedWrites()
+    BufferedBytesLogger(out).info(b'{"event":"x"}')
+    assert out.getvalue() == b'{"event":"x"}\n'
+
+
+async def test_info_lines_wait_then_go_out_together_in_one_write() -> None:
+    out = CountedWrites()
+    logger = BufferedBytesLogger(out, interval_s=0.01)
+    for number in (b"1", b"2", b"3"):
+        logger.info(number)
+    assert out.getvalue() == b""
+    await eventually(lambda: out.getvalue() == b"1\n2\n3\n", "the waiting lines written")
+    assert out.writes == 1
+
+
+async def test_lines_go_out_as_soon_as_the_buffer_is_full() -> None:
+    out = CountedWrites()
+    logger = BufferedBytesLogger(out, interval_s=3600, max_bytes=10)
+    logger.info(b"1234")
+    logger.info(b"5678")
+    assert (out.getvalue(), out.writes) == (b"1234\n5678\n", 1)
+    logger.info(b"9")
+    logger.flush()
+    assert (out.getvalue(), out.writes) == (b"1234\n5678\n9\n", 2)
+
+
+async def test_a_warning_goes_out_at_once_after_the_lines_waiting() -> None:
+    out = CountedWrites()
+    logger = BufferedBytesLogger(out, interval_s=3600)
+    logger.info(b"first")
+    logger.warning(b"second")
+    logger.error(b"third")
+    assert (out.getvalue(), out.writes) == (b"first\nsecond\nthird\n", 2)
+
+
+async def test_a_standard_library_record_follows_the_lines_waiting() -> None:
+    out = CountedWrites()
+    logger = BufferedBytesLogger(out, interval_s=3600)
+    handler = AfterBufferedLines(logger)
+    text = io.StringIO()
+    handler.setStream(text)
+    logger.info(b"structlog")
+    handler.emit(logging.makeLogRecord({"msg": "stdlib", "levelno": logging.WARNING}))
+    assert (out.getvalue(), text.getvalue()) == (b"structlog\n", "stdlib\n")
+
+
+@pytest.mark.parametrize(
+    "nanoseconds",
+    [1_795_000_000_123_456_789, 1_795_000_000_000_000_999, 1_795_000_001_000_001_000, 0],
+)
+def test_the_timestamp_is_timestampers_text(
+    nanoseconds: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stamp = UtcIsoTimestamp()
+    stamp(None, "info", {})  # another second first: the cached one must be replaced
+    monkeypatch.setattr(time, "time_ns", lambda: nanoseconds)
+    # What structlog's TimeStamper(fmt="iso", utc=True) makes of the same instant.
+    instant = datetime.datetime.fromtimestamp(nanoseconds // 10**9, tz=datetime.UTC)
+    instant = instant.replace(microsecond=nanoseconds // 1000 % 10**6)
+    assert stamp(None, "info", {})["timestamp"] == instant.isoformat().replace("+00:00", "Z")
+
+
+def test_fields_passed_as_one_dict_make_the_same_line_as_keywords() -> None:
+    spread = structlog.wrap_logger(
+        structlog.ReturnLogger(), processors=[spread_fields, render_json]
+    ).bind()
+    keywords = structlog.wrap_logger(structlog.ReturnLogger(), processors=[render_json]).bind()
+    fields = {"request_id": "r1", "status": 200, "tokens": {"prompt_tokens": 3}}
+    assert spread.info("request", _fields=dict(fields)) == keywords.info("request", **fields)
+    bound = json.loads(spread.bind(route="x", status=0).info("request", _fields=dict(fields)))
+    assert bound == {**fields, "route": "x", "event": "request"}
+
+
+@pytest.mark.slow
+async def test_the_lines_waiting_are_written_when_the_proxy_stops(tmp_path: Path) -> None:
+    path = tmp_path / "tuned-proxy.yaml"
+    path.write_text(yaml.safe_dump(config("model-one")))
+    async with serving(path) as server, aiohttp.ClientSession() as session:
+        for _ in range(5):
+            await server.answered_model(session)
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.stderr is not None
+        async with asyncio.timeout(20):
+            rest = await server.proc.stderr.read()
+            assert await server.proc.wait() == 0
+    lines = server.lines + [json.loads(raw) for raw in rest.splitlines()]
+    assert [line["event"] for line in lines].count("request") == 5
+    assert lines[-1]["event"] == "stopped"
