@@ -26,6 +26,7 @@ from proxy.errors import (
 )
 from proxy.handler import chat_completions
 from proxy.metrics import Metrics
+from proxy.observe import observe_noted_chunks
 from proxy.policy import Policy
 from proxy.record import RequestRecord, log_request
 from proxy.shadow import ShadowSender
@@ -84,7 +85,6 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     and write the request's log line at the end."""
     record = RequestRecord(request_id=request_id_for(request), path=request.path)
     request[RECORD] = record
-    structlog.contextvars.bind_contextvars(request_id=record.request_id)
     try:
         check_header_size(request, request.app[STATE].runtime.config.server.max_header_bytes)
         response = await handler(request)
@@ -102,13 +102,11 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         finish(request, record)
         raise
     except Exception as exc:
-        logger.exception("unhandled error", path=request.path)
+        logger.exception("unhandled error", path=request.path, request_id=record.request_id)
         response = error_response(
             InternalError(f"Internal error in the proxy ({type(exc).__name__})."),
             record.request_id,
         )
-    finally:
-        structlog.contextvars.unbind_contextvars("request_id")
     if not response.prepared:
         response.headers["x-request-id"] = record.request_id
         record.status = response.status
@@ -134,10 +132,12 @@ async def send_now(
 
 
 def finish(request: web.Request, record: RequestRecord) -> None:
-    """The record stage: check answered arguments, count, and write the request's log line."""
+    """The record stage: read the noted stream chunks, check answered arguments, count, and
+    write the request's log line."""
     if request.path in PUBLIC_PATHS:
         return
     state = request.app[STATE]
+    observe_noted_chunks(record)
     if record.argument_check is not None:
         check_arguments(state.arguments, record, *record.argument_check)
     state.metrics.observe_request(record)

@@ -27,8 +27,11 @@ RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
-    with state.admit():
+    state.admit()
+    try:
         return await serve_chat(request, state)
+    finally:
+        state.in_flight -= 1
 
 
 async def serve_chat(request: web.Request, state: ProxyState) -> web.StreamResponse:
@@ -62,7 +65,7 @@ async def serve_chat(request: web.Request, state: ProxyState) -> web.StreamRespo
         await answer.close()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Sent:
     """The attempt that answered: its answer, the rewrite that produced its request, its target."""
 

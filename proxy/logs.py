@@ -183,8 +183,9 @@ def configure_logging(level: str = "info", fmt: LogFormat = "json") -> Callable[
     Returns what writes the JSON lines still waiting (it also runs at exit).
     """
     numeric = logging.getLevelNamesMapping()[level.upper()]
+    # No context variables are merged: a request's lines pass its id explicitly, and merging
+    # copies the whole context on every line.
     shared: list[structlog.types.Processor] = [
-        structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         UtcIsoTimestamp(),
     ]

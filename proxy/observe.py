@@ -23,19 +23,28 @@ def observe_completion(record: RequestRecord, answer: dict[str, Any]) -> None:
     _observe(record, answer, "message")
 
 
-def observe_chunk_data(record: RequestRecord, data: bytes) -> None:
-    """Record what one stream chunk's `data` payload reports, if anything."""
-    if not _INTERESTING.search(data) and not (
+def note_chunk_data(record: RequestRecord, data: bytes) -> None:
+    """Keep one stream chunk's `data` for the record stage if it reports anything we count.
+
+    Parsing waits until the stream has ended (`observe_noted_chunks`): the client's events go
+    out first, and only a byte-level test runs while it waits for them.
+    """
+    if _INTERESTING.search(data) or (
         record.argument_check is not None and _TOOL_DELTA.search(data)
     ):
-        return
-    try:
-        chunk = jsonutil.loads(data)
-    except jsonutil.JSONDecodeError:
-        return
-    if not isinstance(chunk, dict):
-        return
-    _observe(record, chunk, "delta")
+        record.noted_chunks.append(data)
+
+
+def observe_noted_chunks(record: RequestRecord) -> None:
+    """Record what the kept stream chunks report, in the order they came."""
+    for data in record.noted_chunks:
+        try:
+            chunk = jsonutil.loads(data)
+        except jsonutil.JSONDecodeError:
+            continue
+        if isinstance(chunk, dict):
+            _observe(record, chunk, "delta")
+    record.noted_chunks.clear()
 
 
 def _observe(record: RequestRecord, answer: dict[str, Any], part: str) -> None:

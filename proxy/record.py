@@ -63,6 +63,8 @@ class RequestRecord:
     # Answered calls' (function, arguments); streams join their fragments by index.
     call_arguments: list[tuple[str, str]] = field(default_factory=list)
     streamed_calls: dict[int, tuple[str, list[str]]] = field(default_factory=dict)
+    # Stream chunks that report something counted, read at the record stage (see observe.py).
+    noted_chunks: list[bytes] = field(default_factory=list)
 
     def answered_arguments(self) -> list[tuple[str, str]]:
         streamed = [(name, "".join(parts)) for name, parts in self.streamed_calls.values()]

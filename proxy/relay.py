@@ -17,7 +17,7 @@ from aiohttp import web
 
 from proxy import jsonutil
 from proxy.errors import ProxyError, UpstreamFailure, UpstreamUnreachable
-from proxy.observe import observe_chunk_data, observe_completion
+from proxy.observe import note_chunk_data, observe_completion
 from proxy.record import RequestRecord
 from proxy.rewrite.legacy import chunk_to_legacy, response_to_legacy
 from proxy.sse import DONE, EventSplitter, EventTooLarge, event_data, format_event
@@ -208,7 +208,7 @@ class StreamRelay:
                 self.saw_garbage = True
                 break
             else:
-                observe_chunk_data(self.record, data)
+                note_chunk_data(self.record, data)
                 if self.strip_usage and is_usage_chunk(data):
                     continue  # we asked for it; the client did not
                 if self.legacy:

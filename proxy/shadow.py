@@ -20,7 +20,7 @@ import structlog
 from proxy import jsonutil
 from proxy.config import Route, Target
 from proxy.errors import ProxyError
-from proxy.observe import observe_chunk_data, observe_completion
+from proxy.observe import note_chunk_data, observe_completion, observe_noted_chunks
 from proxy.record import RequestRecord
 from proxy.sse import EventSplitter, event_data
 from proxy.upstream import Upstreams
@@ -120,4 +120,5 @@ def _observe_answer(record: RequestRecord, raw: bytes, streamed: bool) -> None:
     for event in EventSplitter(max_event_bytes=len(raw) + 1).feed(raw + b"\n\n"):
         data = event_data(event)
         if data is not None:
-            observe_chunk_data(record, data)
+            note_chunk_data(record, data)
+    observe_noted_chunks(record)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -41,9 +40,9 @@ class ProxyState:
     def new_request_id(self) -> str:
         return f"req_{self.id_prefix}{next(self.id_counter):08x}"
 
-    @contextmanager
-    def admit(self) -> Iterator[None]:
-        """Count a chat request in flight, or refuse it at once: no queue grows behind a cap."""
+    def admit(self) -> None:
+        """Count a chat request in flight (the caller counts it out when it ends), or refuse it
+        at once: no queue grows behind a cap."""
         if self.draining:
             raise Overloaded(
                 "The proxy is shutting down; retry on another replica.", code="draining"
@@ -54,10 +53,6 @@ class ProxyState:
                 code="too_many_requests_in_flight",
             )
         self.in_flight += 1
-        try:
-            yield
-        finally:
-            self.in_flight -= 1
 
     def count_reload(self, result: str) -> None:
         self.metrics.observe_reload(result)
