@@ -28,14 +28,24 @@ class EventSplitter:
 
     def feed(self, data: bytes) -> list[bytes]:
         buffer = self._pending + data if self._pending else data
+        if b"\r" in buffer:
+            events = self._split_any_framing(buffer)
+        else:
+            # LF framing, as every known upstream sends: a split at C speed, several times
+            # faster than the regex's alternation, with the same events.
+            *whole, self._pending = buffer.split(b"\n\n")
+            events = [event + b"\n\n" for event in whole]
+        if len(self._pending) > self.max_event_bytes:
+            raise EventTooLarge(f"an event exceeded {self.max_event_bytes} bytes")
+        return events
+
+    def _split_any_framing(self, buffer: bytes) -> list[bytes]:
         events: list[bytes] = []
         start = 0
         for match in _EVENT_END.finditer(buffer):
             events.append(buffer[start : match.end()])
             start = match.end()
         self._pending = buffer[start:]
-        if len(self._pending) > self.max_event_bytes:
-            raise EventTooLarge(f"an event exceeded {self.max_event_bytes} bytes")
         return events
 
     @property
