@@ -2,9 +2,13 @@
 
 For requests offering 1, 20 and 128 tools and each tools mode — passthrough (the built-in
 policy: only `model` changes), identical (support-full) and slim (support-slim) — it times
-what tuned-proxy does to a body before forwarding it: parse the client's bytes, rewrite them
-with the policy, set the variant's model, serialise. The 128-tool policies train on the 20
-support tools plus renamed copies of them, so every offered tool is a training tool.
+what tuned-proxy does to a body before forwarding it: parse the client's bytes (the parse
+stage's `parse_chat_body`), rewrite them with the policy, set the variant's model, serialise.
+Twice: with tools the proxy has seen before (an application sends the same tools on every
+request: their parse and rewrite come from the parse stage's cache and the policy's memo),
+and with tools it has never seen (cache and memo emptied before each call: the cost of the
+first request of each distinct tools list). The 128-tool policies train on the 20 support
+tools plus renamed copies of them, so every offered tool is a training tool.
 
 Usage: python tests/bench/bench_rewrite.py [--quick]   (taskset -c 0 … to pin it)
 """
@@ -22,6 +26,7 @@ from harness import FIXTURES, POLICIES
 
 from proxy import jsonutil
 from proxy.policy import PASSTHROUGH, Policy, build_policy, load_policy
+from proxy.request import ToolLists, parse_chat_body
 from proxy.rewrite import rewrite
 
 TOOL_COUNTS = (1, 20, 128)
@@ -34,7 +39,8 @@ BATCH_TARGET_S = 0.02  # each timed batch runs about this long
 class RewriteFigure:
     tools: int
     mode: str
-    us_per_request: float
+    us_per_request: float  # tools seen before
+    us_first_seen: float  # tools never seen
     bytes_in: int
     bytes_out: int
 
@@ -70,11 +76,18 @@ def request_with(tools: int) -> bytes:
     return jsonutil.dumps(body)
 
 
-def forward_cost(raw: bytes, policy: Policy) -> Callable[[], bytes]:
-    """What the proxy does to a body before sending it: parse, rewrite, set model, serialise."""
+def forward_cost(raw: bytes, policy: Policy, seen: bool) -> Callable[[], bytes]:
+    """What the proxy does to a body before sending it: parse, rewrite, set model, serialise.
+
+    `seen`: the tools list was sent before (the common case); else the cache is cold.
+    """
+    tool_lists = ToolLists()
 
     def once() -> bytes:
-        result = rewrite(jsonutil.loads(raw), policy)
+        cache = tool_lists if seen else ToolLists()
+        if not seen:
+            policy.tool_rewrites.clear()
+        result = rewrite(parse_chat_body(raw, cache), policy)
         result.body["model"] = VARIANT_MODEL
         return jsonutil.dumps(result.body)
 
@@ -111,9 +124,16 @@ def measure(quick: bool = False) -> list[RewriteFigure]:
     for tools in TOOL_COUNTS:
         raw = request_with(tools)
         for mode, policy in policies_for(tools, training).items():
-            work = forward_cost(raw, policy)
+            seen, first = forward_cost(raw, policy, True), forward_cost(raw, policy, False)
             figures.append(
-                RewriteFigure(tools, mode, us_per_call(work, batches), len(raw), len(work()))
+                RewriteFigure(
+                    tools,
+                    mode,
+                    us_per_call(seen, batches),
+                    us_per_call(first, batches),
+                    len(raw),
+                    len(seen()),
+                )
             )
     return figures
 
@@ -122,13 +142,14 @@ def table(figures: Sequence[RewriteFigure]) -> str:
     by_cell = {(figure.tools, figure.mode): figure for figure in figures}
     lines = [
         "| tools | request bytes | "
-        + " | ".join(f"{mode} µs (bytes out)" for mode in MODES)
+        + " | ".join(f"{mode} µs: seen / new tools (bytes out)" for mode in MODES)
         + " |",
         "| ---: | ---: | " + " | ".join("---:" for _ in MODES) + " |",
     ]
     for tools in TOOL_COUNTS:
         cells = [
-            f"{by_cell[tools, mode].us_per_request:.1f} ({by_cell[tools, mode].bytes_out})"
+            f"{by_cell[tools, mode].us_per_request:.1f} / {by_cell[tools, mode].us_first_seen:.1f}"
+            f" ({by_cell[tools, mode].bytes_out})"
             for mode in MODES
         ]
         lines.append(f"| {tools} | {by_cell[tools, MODES[0]].bytes_in} | {' | '.join(cells)} |")

@@ -182,8 +182,11 @@ def load_bars(results: LoadResults) -> list[Bar]:
 
 def rewrite_bars(figures: Sequence[bench_rewrite.RewriteFigure]) -> list[Bar]:
     slim = next(f for f in figures if (f.tools, f.mode) == (20, "slim"))
-    took = slim.us_per_request
-    return [Bar("rewrite alone, 20 tools, slim", "< 100 µs", f"{took:.1f} µs", took < 100)]
+    took = max(slim.us_per_request, slim.us_first_seen)  # judged on tools never seen before
+    return [
+        Bar("rewrite alone, 20 tools, slim (tools never seen)", "< 100 µs", f"{took:.1f} µs",
+            took < 100),
+    ]  # fmt: skip
 
 
 def stream_bars(report: bench_streams.StreamsReport) -> list[Bar]:
