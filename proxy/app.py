@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -85,6 +86,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     and write the request's log line at the end."""
     record = RequestRecord(request_id=request_id_for(request), path=request.path)
     request[RECORD] = record
+    structlog.contextvars.bind_contextvars(request_id=record.request_id)
     try:
         check_header_size(request, request.app[STATE].runtime.config.server.max_header_bytes)
         response = await handler(request)
@@ -102,14 +104,17 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         finish(request, record)
         raise
     except Exception as exc:
-        logger.exception("unhandled error", path=request.path, request_id=record.request_id)
+        logger.exception("unhandled error", path=request.path)
         response = error_response(
             InternalError(f"Internal error in the proxy ({type(exc).__name__})."),
             record.request_id,
         )
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
     if not response.prepared:
         response.headers["x-request-id"] = record.request_id
         record.status = response.status
+        record.ended = time.perf_counter()  # the client's download is not the proxy's time
         await send_now(request, response, record)
     finish(request, record)
     return response

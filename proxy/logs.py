@@ -100,7 +100,9 @@ class BufferedBytesLogger:
         self._max_bytes = max_bytes
         self._pending = bytearray()
         self._timer: asyncio.TimerHandle | None = None
-        self._lock = threading.Lock()
+        # Re-entrant: a collection inside the lock can run a finalizer that logs (asyncio's
+        # "Task was destroyed"), and the standard library's handler flushes through here.
+        self._lock = threading.RLock()
 
     def msg(self, line: bytes) -> None:
         """A line that may wait."""
@@ -183,9 +185,8 @@ def configure_logging(level: str = "info", fmt: LogFormat = "json") -> Callable[
     Returns what writes the JSON lines still waiting (it also runs at exit).
     """
     numeric = logging.getLevelNamesMapping()[level.upper()]
-    # No context variables are merged: a request's lines pass its id explicitly, and merging
-    # copies the whole context on every line.
     shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         UtcIsoTimestamp(),
     ]

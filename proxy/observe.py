@@ -16,6 +16,9 @@ from proxy.record import RequestRecord
 # and every tool-call delta when arguments are checked.
 _INTERESTING = re.compile(rb'"finish_reason":\s*"|"usage":\s*\{|"name"\s*:')
 _TOOL_DELTA = re.compile(rb'"tool_calls"|"function_call"')
+# Chunks kept for the record stage at most: a stream that reports in every chunk (an upstream
+# sending usage with each) is read in batches instead of held whole.
+MAX_NOTED_CHUNKS = 64
 
 
 def observe_completion(record: RequestRecord, answer: dict[str, Any]) -> None:
@@ -33,6 +36,8 @@ def note_chunk_data(record: RequestRecord, data: bytes) -> None:
         record.argument_check is not None and _TOOL_DELTA.search(data)
     ):
         record.noted_chunks.append(data)
+        if len(record.noted_chunks) >= MAX_NOTED_CHUNKS:
+            observe_noted_chunks(record)  # a long stream of them: read as it goes
 
 
 def observe_noted_chunks(record: RequestRecord) -> None:

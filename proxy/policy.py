@@ -49,8 +49,8 @@ from proxy import jsonutil
 from proxy.errors import ConfigError, validation_messages
 from proxy.rewrite.fields import json_type
 from proxy.rewrite.logit_bias import MAX_LOGIT_BIAS_TOKENS
-from proxy.rewrite.result import Change
 from proxy.rewrite.schema import SchemaTooDeep, SlimLevel, slim_tool
+from proxy.rewrite.tools import RewriteMemo
 from proxy.yamlfile import read_yaml_mapping
 
 
@@ -182,10 +182,10 @@ class Policy:
     )
     # function name -> its slimmed definition; filled in slim mode only
     slimmed_tools: Mapping[str, SlimmedTool] = field(default_factory=lambda: MappingProxyType({}))
-    # The tools step's outcome for shared tool lists, by (list text, forced functions): the
-    # kept tools and the changes reported. A cache of a pure function, filled by the rewrite.
-    tool_rewrites: dict[tuple[bytes, frozenset[str]], tuple[list[Any], tuple[Change, ...]]] = field(
-        default_factory=dict, compare=False, repr=False
+    # The tools step's outcomes for shared tool lists: a cache of a pure function, filled by
+    # the rewrite. Not an init field: a policy made with `dataclasses.replace` starts empty.
+    tool_rewrites: RewriteMemo = field(
+        default_factory=RewriteMemo, init=False, compare=False, repr=False
     )
 
     @cached_property

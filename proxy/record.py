@@ -47,6 +47,7 @@ class RequestRecord:
     attempts: list[Attempt] = field(default_factory=list)
     upstream_seconds: float = 0.0
     first_byte_seconds: float | None = None
+    ended: float | None = None  # perf_counter() when a whole JSON answer was handed over
     usage: dict[str, Any] | None = None
     finish_reasons: list[str] = field(default_factory=list)
     tool_calls: list[str] = field(default_factory=list)
@@ -71,7 +72,9 @@ class RequestRecord:
         return self.call_arguments + streamed
 
     def elapsed(self) -> float:
-        return time.perf_counter() - self.started
+        """Seconds from the start to the end of the request: to now, or to `ended` once the
+        whole answer was handed to the client (its download is not the proxy's time)."""
+        return (self.ended if self.ended is not None else time.perf_counter()) - self.started
 
 
 def _ms(seconds: float) -> float:

@@ -40,8 +40,8 @@ async def read_body(request: web.Request, max_bytes: int, timeout_s: float) -> b
 class ToolLists:
     """Recent requests' `tools` lists by their JSON text, each parsed once and shared.
 
-    A shared list is a `JsonList`: it cannot be changed, it serialises as the client's own
-    text, and the rewrite memoizes its outcome per policy against that text. At most
+    A shared list is a `JsonList`: it cannot be changed, it carries its serialised text, and
+    the rewrite memoizes its outcome per policy against that text. At most
     `max_lists` lists of at most `max_bytes` of text in all are kept, the oldest leaving first.
     """
 
@@ -61,7 +61,9 @@ class ToolLists:
         value = jsonutil.loads(text)
         if not isinstance(value, list) or len(text) > self.max_bytes:
             return value
-        shared = jsonutil.JsonList(value, text)
+        # Its text as the proxy serialises it, not the client's: what reaches the upstream is
+        # what the proxy read (a duplicate key, say, is gone), as for any other field.
+        shared = jsonutil.JsonList(value, jsonutil.dumps(value))
         self._make_room(len(text))
         self._lists[text] = shared
         self._bytes += len(text)
@@ -105,7 +107,13 @@ def _decode_fields(raw: bytes, parse_tools: Callable[[bytes], Any]) -> dict[str,
         }
     except msgspec.ValidationError as exc:  # valid JSON, not an object
         raise InvalidRequest("The request body must be a JSON object.") from exc
-    except (msgspec.DecodeError, jsonutil.JSONDecodeError) as exc:
+    except RecursionError as exc:  # msgspec walks nested values on the interpreter's stack
+        raise InvalidRequest(
+            "We could not parse the JSON body of your request (nested too deeply).",
+            code="invalid_json",
+        ) from exc
+    # msgspec leaves a key's UTF-8 to Python, which raises UnicodeDecodeError.
+    except (msgspec.DecodeError, jsonutil.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidRequest(
             f"We could not parse the JSON body of your request ({exc}).", code="invalid_json"
         ) from exc

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.record import _ms
+from proxy.record import RequestRecord, _ms
 
 
 @given(st.floats(min_value=0.0, max_value=1e6, allow_nan=False))
@@ -20,3 +20,10 @@ def test_milliseconds_of_known_durations() -> None:
     assert _ms(0.0012344) == 1.234
     assert _ms(0.0012346) == 1.235
     assert _ms(2.5) == 2500.0
+
+
+def test_a_request_handed_over_has_a_fixed_duration() -> None:
+    record = RequestRecord(request_id="r", path="/", started=100.0)
+    record.ended = 100.25
+    assert record.elapsed() == 0.25
+    assert record.elapsed() == 0.25  # later reads do not count the client's download

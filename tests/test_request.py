@@ -27,14 +27,21 @@ def test_the_same_tools_text_gives_the_same_shared_list() -> None:
     assert len(tool_lists) == 2
 
 
-def test_a_shared_list_serialises_as_the_clients_text_and_refuses_changes() -> None:
+def test_a_shared_list_serialises_as_its_value_and_refuses_changes() -> None:
     shared = parse_chat_body(body_with(TOOLS), ToolLists())["tools"]
-    assert jsonutil.dumps({"tools": shared}) == b'{"tools":' + TOOLS + b"}"
+    assert jsonutil.dumps({"tools": shared}) == jsonutil.dumps({"tools": jsonutil.loads(TOOLS)})
     with pytest.raises(TypeError):
         shared.append({})
     with pytest.raises(TypeError):
         shared[0] = {}
     assert shared == jsonutil.loads(TOOLS)
+
+
+def test_a_duplicate_key_is_not_forwarded() -> None:
+    """What goes upstream is what the proxy read: the last of duplicate keys, as before."""
+    tools = b'[{"type": "function", "function": {"name": "x", "name": "lookup_order"}}]'
+    shared = parse_chat_body(body_with(tools), ToolLists())["tools"]
+    assert shared.json == b'[{"type":"function","function":{"name":"lookup_order"}}]'
 
 
 def test_without_a_cache_tools_are_a_plain_list() -> None:
@@ -83,6 +90,9 @@ def test_fields_keep_their_values() -> None:
         (b'{"model": "m", "messages": [], "x": "\xff"}', "invalid_json"),  # not UTF-8
         (b'{"model": "m", "messages": [], "x": "\\ud800"}', "invalid_json"),  # lone surrogate
         (b'{"model": "m", "messages": [], "tools": [NaN]}', "invalid_json"),
+        (b'{"mo\xffdel": "m", "messages": []}', "invalid_json"),  # a key that is not UTF-8
+        (b'{"\xc0\xaf": 1}', "invalid_json"),
+        (b'{"model": "m", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}", "invalid_json"),
         (b"[1, 2]", None),
         (b'"a string"', None),
     ],

@@ -25,8 +25,46 @@ if TYPE_CHECKING:
 
 # Fields upstreams refuse when there is no tool left (see the OpenAI contract notes).
 _TOOLS_ONLY_FIELDS = ("tools", "tool_choice", "parallel_tool_calls")
-# Distinct (tools text, forced functions) outcomes kept per policy; applications send few.
-MAX_MEMOIZED_REWRITES = 256
+# What one outcome of the tools step is: the tools kept and the changes reported.
+Outcome = tuple[list[Any], tuple[Change, ...]]
+MemoKey = tuple[bytes, frozenset[str]]  # (the shared list's text, the forced functions)
+
+
+class RewriteMemo:
+    """A policy's tools-step outcomes for shared tool lists, oldest out first.
+
+    Applications send few distinct lists, so a few entries serve nearly every request; the
+    bounds keep a client that sends a new list each time from growing memory: at most
+    `max_entries` outcomes, keyed on at most `max_bytes` of list text in all.
+    """
+
+    def __init__(self, max_entries: int = 256, max_bytes: int = 8 * 1024 * 1024) -> None:
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self._outcomes: dict[MemoKey, Outcome] = {}
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._outcomes)
+
+    def get(self, key: MemoKey) -> Outcome | None:
+        return self._outcomes.get(key)
+
+    def put(self, key: MemoKey, outcome: Outcome) -> None:
+        size = len(key[0])
+        if size > self.max_bytes:
+            return
+        while self._outcomes and (
+            len(self._outcomes) >= self.max_entries or self._bytes + size > self.max_bytes
+        ):
+            oldest = next(iter(self._outcomes))
+            del self._outcomes[oldest]
+            self._bytes -= len(oldest[0])
+        self._outcomes[key] = outcome
+        self._bytes += size
+
+    def clear(self) -> None:
+        self._outcomes.clear()
+        self._bytes = 0
 
 
 @dataclass(frozen=True)
@@ -90,9 +128,7 @@ def _memoized(tools: JsonList, request: _Request) -> list[Any]:
             a is b for a, b in zip(kept, tools, strict=True)
         )
         found = (tools if unchanged else JsonList(kept, jsonutil.dumps(kept)), tuple(reported))
-        if len(memo) >= MAX_MEMOIZED_REWRITES:
-            del memo[next(iter(memo))]  # the oldest
-        memo[key] = found
+        memo.put(key, found)
     request.changes.extend(found[1])
     return found[0]
 
