@@ -50,7 +50,7 @@ from proxy.errors import ConfigError, validation_messages
 from proxy.rewrite.fields import json_type
 from proxy.rewrite.logit_bias import MAX_LOGIT_BIAS_TOKENS
 from proxy.rewrite.schema import SchemaTooDeep, SlimLevel, slim_tool
-from proxy.rewrite.tools import RewriteMemo
+from proxy.rewrite.tools import RewriteMemo, new_rewrite_memo
 from proxy.yamlfile import read_yaml_mapping
 
 
@@ -185,7 +185,7 @@ class Policy:
     # The tools step's outcomes for shared tool lists: a cache of a pure function, filled by
     # the rewrite. Not an init field: a policy made with `dataclasses.replace` starts empty.
     tool_rewrites: RewriteMemo = field(
-        default_factory=RewriteMemo, init=False, compare=False, repr=False
+        default_factory=new_rewrite_memo, init=False, compare=False, repr=False
     )
 
     @cached_property

@@ -15,6 +15,7 @@ import msgspec
 from aiohttp import web
 
 from proxy import jsonutil
+from proxy.cache import BoundedCache
 from proxy.errors import BodyTooLarge, InvalidRequest, RequestTimeout
 
 # The body's top level as field name -> the field's JSON text (validated, not decoded).
@@ -41,14 +42,14 @@ class ToolLists:
     """Recent requests' `tools` lists by their JSON text, each parsed once and shared.
 
     A shared list is a `JsonList`: it cannot be changed, it carries its serialised text, and
-    the rewrite memoizes its outcome per policy against that text. At most
-    `max_lists` lists of at most `max_bytes` of text in all are kept, the oldest leaving first.
+    the rewrite memoizes its outcome per policy against that text. At most `max_lists` lists
+    of at most `max_bytes` of text in all are kept, the oldest leaving first.
     """
 
     def __init__(self, max_lists: int = 256, max_bytes: int = 8 * 1024 * 1024) -> None:
-        self.max_lists, self.max_bytes = max_lists, max_bytes
-        self._lists: dict[bytes, jsonutil.JsonList] = {}
-        self._bytes = 0
+        self._lists: BoundedCache[bytes, jsonutil.JsonList] = BoundedCache(
+            len, max_lists, max_bytes
+        )
 
     def __len__(self) -> int:
         return len(self._lists)
@@ -59,23 +60,13 @@ class ToolLists:
         if known is not None:
             return known
         value = jsonutil.loads(text)
-        if not isinstance(value, list) or len(text) > self.max_bytes:
+        if not isinstance(value, list):
             return value
         # Its text as the proxy serialises it, not the client's: what reaches the upstream is
         # what the proxy read (a duplicate key, say, is gone), as for any other field.
         shared = jsonutil.JsonList(value, jsonutil.dumps(value))
-        self._make_room(len(text))
-        self._lists[text] = shared
-        self._bytes += len(text)
+        self._lists.put(text, shared)
         return shared
-
-    def _make_room(self, size: int) -> None:
-        while self._lists and (
-            len(self._lists) >= self.max_lists or self._bytes + size > self.max_bytes
-        ):
-            oldest = next(iter(self._lists))
-            del self._lists[oldest]
-            self._bytes -= len(oldest)
 
 
 def parse_chat_body(raw: bytes, tool_lists: ToolLists | None = None) -> dict[str, Any]:

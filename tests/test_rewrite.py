@@ -25,7 +25,6 @@ from proxy.errors import InvalidRequest
 from proxy.policy import PASSTHROUGH, Policy, load_policy
 from proxy.request import ToolLists
 from proxy.rewrite import ACTIONS, Change, RewriteResult, rewrite
-from proxy.rewrite.tools import RewriteMemo
 
 CASES = Path(__file__).parent / "cases"
 CASE_DIRS = sorted(path for path in CASES.iterdir() if path.is_dir())
@@ -157,22 +156,6 @@ def test_case_with_shared_tools_memoized(case: Path) -> None:
         assert jsonutil.dumps(result.body) == jsonutil.dumps(expected["body"])
         assert [asdict(change) for change in result.changes] == expected_changes(expected)
     assert request == load_case(case)[1]
-
-
-def test_the_tools_memo_is_bounded_in_entries_and_in_bytes() -> None:
-    by_entries = RewriteMemo(max_entries=2)
-    for text in (b"[1]", b"[2]", b"[3]"):
-        by_entries.put((text, frozenset()), ([], ()))
-    assert len(by_entries) == 2
-    assert by_entries.get((b"[1]", frozenset())) is None  # the oldest left
-    assert by_entries.get((b"[3]", frozenset())) is not None
-    by_bytes = RewriteMemo(max_bytes=10)
-    by_bytes.put((b"[1,2,3,4]", frozenset()), ([], ()))  # 9 bytes
-    by_bytes.put((b"[5,6]", frozenset()), ([], ()))  # 5 more: the first leaves
-    assert len(by_bytes) == 1
-    by_bytes.put((b"[" + b"0," * 10 + b"0]", frozenset()), ([], ()))  # larger than the budget
-    assert by_bytes.get((b"[5,6]", frozenset())) is not None
-    assert len(by_bytes) == 1
 
 
 def test_a_replaced_policy_starts_with_its_own_memo() -> None:

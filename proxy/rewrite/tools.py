@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from proxy import jsonutil
+from proxy.cache import BoundedCache
 from proxy.errors import InvalidRequest
 from proxy.jsonutil import JsonList
 from proxy.rewrite.fields import function_name, read_tools, tool_choice_names
@@ -30,41 +31,13 @@ Outcome = tuple[list[Any], tuple[Change, ...]]
 MemoKey = tuple[bytes, frozenset[str]]  # (the shared list's text, the forced functions)
 
 
-class RewriteMemo:
-    """A policy's tools-step outcomes for shared tool lists, oldest out first.
+RewriteMemo = BoundedCache[MemoKey, Outcome]
 
-    Applications send few distinct lists, so a few entries serve nearly every request; the
-    bounds keep a client that sends a new list each time from growing memory: at most
-    `max_entries` outcomes, keyed on at most `max_bytes` of list text in all.
-    """
 
-    def __init__(self, max_entries: int = 256, max_bytes: int = 8 * 1024 * 1024) -> None:
-        self.max_entries, self.max_bytes = max_entries, max_bytes
-        self._outcomes: dict[MemoKey, Outcome] = {}
-        self._bytes = 0
-
-    def __len__(self) -> int:
-        return len(self._outcomes)
-
-    def get(self, key: MemoKey) -> Outcome | None:
-        return self._outcomes.get(key)
-
-    def put(self, key: MemoKey, outcome: Outcome) -> None:
-        size = len(key[0])
-        if size > self.max_bytes:
-            return
-        while self._outcomes and (
-            len(self._outcomes) >= self.max_entries or self._bytes + size > self.max_bytes
-        ):
-            oldest = next(iter(self._outcomes))
-            del self._outcomes[oldest]
-            self._bytes -= len(oldest[0])
-        self._outcomes[key] = outcome
-        self._bytes += size
-
-    def clear(self) -> None:
-        self._outcomes.clear()
-        self._bytes = 0
+def new_rewrite_memo() -> RewriteMemo:
+    """A policy's memo of tools-step outcomes for shared lists. Applications send few
+    distinct lists; the bounds hold against a client that sends a new one every time."""
+    return BoundedCache(lambda key: len(key[0]), max_entries=256, max_bytes=8 * 1024 * 1024)
 
 
 @dataclass(frozen=True)
@@ -90,9 +63,7 @@ def rewrite_tool_definitions(body: Body, policy: Policy, changes: list[Change]) 
         return body
     request = _Request(policy, tool_choice_names(body.get("tool_choice")), changes)
     kept = _memoized(tools, request) if type(tools) is JsonList else _kept(tools, request)
-    if kept is tools or (
-        len(kept) == len(tools) and all(a is b for a, b in zip(kept, tools, strict=True))
-    ):
+    if _same_tools(kept, tools):
         return body
     if not kept:
         changes.append(Change(TOOLS_EMPTIED))
@@ -124,13 +95,18 @@ def _memoized(tools: JsonList, request: _Request) -> list[Any]:
     if found is None:
         reported: list[Change] = []
         kept = _kept(tools, replace(request, changes=reported))
-        unchanged = len(kept) == len(tools) and all(
-            a is b for a, b in zip(kept, tools, strict=True)
-        )
-        found = (tools if unchanged else JsonList(kept, jsonutil.dumps(kept)), tuple(reported))
+        shared = tools if _same_tools(kept, tools) else JsonList(kept, jsonutil.dumps(kept))
+        found = (shared, tuple(reported))
         memo.put(key, found)
     request.changes.extend(found[1])
     return found[0]
+
+
+def _same_tools(kept: list[Any], tools: list[Any]) -> bool:
+    """Whether every tool was kept as it was (the same objects, in the same order)."""
+    return kept is tools or (
+        len(kept) == len(tools) and all(a is b for a, b in zip(kept, tools, strict=True))
+    )
 
 
 def _rewrite_function(
