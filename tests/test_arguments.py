@@ -6,9 +6,13 @@ import copy
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxy import jsonutil
 from proxy.arguments import ArgumentChecker, full_schema_for, full_schemas
@@ -345,3 +349,36 @@ def test_full_schema_for_one_function_agrees_with_the_whole_map(tools: Any) -> N
     for function in (*schemas, "not_offered"):
         assert full_schema_for(policy, tools, function) == schemas.get(function)
         assert full_schema_for(policy, shared, function) == schemas.get(function)
+
+
+SUPPORT_SCHEMAS = [
+    tool["function"].get("parameters", {"type": "object", "properties": {}})
+    for tool in jsonutil.loads(
+        (Path(__file__).resolve().parent.parent / "policies" / "support.tools.json").read_bytes()
+    )
+]
+json_scalars = st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=6)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    schema=st.sampled_from([ORDER_SCHEMA, *SUPPORT_SCHEMAS]),
+    instance=st.dictionaries(
+        st.sampled_from(["order_id", "items", "reason", "tracking_number", "carrier", "email"])
+        | st.text(max_size=6),
+        json_values,
+        max_size=4,
+    ),
+)
+def test_verdicts_agree_with_the_reference_implementation(
+    schema: dict[str, Any], instance: dict[str, Any]
+) -> None:
+    """The request path's validator (jsonschema-rs) judges as the reference jsonschema does."""
+    expected = jsonschema.Draft202012Validator(schema).is_valid(instance)
+    verdict = ArgumentChecker().check("fn", arguments(instance), schema)
+    assert verdict == (None if expected else "schema")
