@@ -129,36 +129,35 @@ def full_schemas(policy: Policy, request_tools: Any) -> dict[str, dict[str, Any]
         if training is not None:
             schemas[name] = training
     if isinstance(request_tools, list):
-        for tool in request_tools:
-            named = _named_parameters(tool)
-            if named is not None:
-                schemas[named[0]] = named[1]
+        schemas.update(_request_schemas(request_tools))
     return schemas
 
 
 def full_schema_for(policy: Policy, request_tools: Any, function: str) -> dict[str, Any] | None:
     """The full schema one answered call of `function` is checked against: what
-    `full_schemas` would map it to, found without building the whole map (the request path
-    only looks up the functions the model called)."""
+    `full_schemas` would map it to, without the training part of the map. The request's part
+    is built once per shared tools list (the parse stage shares every `tools` list)."""
     found = None
     if type(request_tools) is JsonList:
         found = _shared_list_schemas(request_tools).get(function)
     elif isinstance(request_tools, list):
-        for tool in request_tools:
-            named = _named_parameters(tool)
-            if named is not None and named[0] == function:
-                found = named[1]  # the last definition wins, as in full_schemas
+        found = _request_schemas(request_tools).get(function)
     return found if found is not None else policy.full_schema(function)
 
 
 def _shared_list_schemas(tools: JsonList) -> dict[str, dict[str, Any]]:
-    """Function name -> parameters of a shared tools list, built once for the list's life."""
+    """`_request_schemas` of a shared tools list, built once for the list's life."""
     schemas = tools.derived.get("argument_schemas")
     if schemas is None:
-        named = (_named_parameters(tool) for tool in tools)
-        schemas = dict(pair for pair in named if pair is not None)  # the last definition wins
-        tools.derived["argument_schemas"] = schemas
+        schemas = tools.derived["argument_schemas"] = _request_schemas(tools)
     return schemas
+
+
+def _request_schemas(tools: list[Any]) -> dict[str, dict[str, Any]]:
+    """Function name -> parameters of the usable functions of a request's tools (the last
+    definition of a name wins)."""
+    named = (_named_parameters(tool) for tool in tools)
+    return dict(pair for pair in named if pair is not None)
 
 
 def _named_parameters(tool: Any) -> tuple[str, dict[str, Any]] | None:
