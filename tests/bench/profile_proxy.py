@@ -33,7 +33,7 @@ from harness import (
     progress,
     raise_open_files_limit,
 )
-from load import MODES, TUNED, Target, check_target, start_targets, wrk
+from load import FLOOR, MODES, TUNED, Target, check_target, start_targets, wrk
 
 CONNECTIONS = 32
 SAMPLE_RATE = 200  # per second
@@ -128,8 +128,7 @@ def record(pid: int, seconds: int, output: Path, native: bool) -> subprocess.Pop
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def profile(target: Target, mode: str, seconds: int, run_dir: Path, native: bool) -> Profile:
-    output = run_dir / "profile.txt"
+def profile(target: Target, mode: str, seconds: int, output: Path, native: bool) -> Profile:
     sampler = record(target.pid, seconds, output, native)
     # wrk runs a little longer than the sampling, so every sample is taken under load.
     wrk(target, mode, CONNECTIONS, seconds + 2)
@@ -141,15 +140,21 @@ def profile(target: Target, mode: str, seconds: int, run_dir: Path, native: bool
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", choices=["slim", "identical"], default="slim")
+    parser.add_argument(
+        "--variant",
+        choices=["slim", "identical", "forwarder"],
+        default="slim",
+        help="a tuned-proxy variant, or the forwarder (to compare aiohttp's share)",
+    )
     parser.add_argument("--mode", choices=list(MODES), default="json")
     parser.add_argument("--seconds", type=int, default=15, help="sampling time")
     parser.add_argument("--top", type=int, default=15, help="functions per table")
     parser.add_argument(
         "--native", action="store_true", help="C frames too (the garbage collector, orjson, …)"
     )
+    parser.add_argument("--save", type=Path, help="also keep py-spy's raw stacks in this file")
     args = parser.parse_args()
-    name = next(target for target in TUNED if target.endswith(args.variant))
+    name = next(target for target in (*TUNED, FLOOR) if target.endswith(args.variant))
     try:
         check_tools(["nginx", "wrk", "taskset"])
         pin_self_to_load_cpu()
@@ -161,7 +166,8 @@ def main() -> int:
             check_target(target, args.mode)
             wrk(target, args.mode, CONNECTIONS, 1)  # warm-up
             progress(f"profiling {name}, {args.mode}, c={CONNECTIONS}, {args.seconds} s")
-            found = profile(target, args.mode, args.seconds, run_dir, args.native)
+            output = args.save or run_dir / "profile.txt"
+            found = profile(target, args.mode, args.seconds, output, args.native)
     except BenchError as exc:
         print(f"profile: {exc}", file=sys.stderr)
         return 2
