@@ -27,6 +27,18 @@ def test_the_same_tools_text_gives_the_same_shared_list() -> None:
     assert len(tool_lists) == 2
 
 
+def test_alternating_lists_each_keep_their_own_value() -> None:
+    """The last-seen shortcut must never hand one list's value to another's text."""
+    tool_lists = ToolLists(max_lists=1)  # the cache keeps one: the shortcut is all there is
+    texts = [TOOLS, TOOLS.replace(b"lookup", b"cancel"), TOOLS, TOOLS, TOOLS.replace(b"l", b"L")]
+    for text in texts:
+        tools = parse_chat_body(body_with(text), tool_lists)["tools"]
+        assert tools == jsonutil.loads(text)
+        assert tools.json == jsonutil.dumps(jsonutil.loads(text))
+    again = parse_chat_body(body_with(texts[-1]), tool_lists)["tools"]
+    assert again is tools
+
+
 def test_a_shared_list_serialises_as_its_value_and_refuses_changes() -> None:
     shared = parse_chat_body(body_with(TOOLS), ToolLists())["tools"]
     assert jsonutil.dumps({"tools": shared}) == jsonutil.dumps({"tools": jsonutil.loads(TOOLS)})

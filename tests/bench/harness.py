@@ -127,7 +127,12 @@ class Processes:
     started: list[subprocess.Popen[bytes]]
 
     def start(
-        self, name: str, command: Sequence[str], cpu: int, stderr: IO[bytes] | None = None
+        self,
+        name: str,
+        command: Sequence[str],
+        cpu: int,
+        stderr: IO[bytes] | None = None,
+        env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
         with contextlib.ExitStack() as stack:
             # The child gets its own copy of the descriptor: ours can close at once.
@@ -138,6 +143,7 @@ class Processes:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
+                env=env,
             )
         self.started.append(process)
         return process
@@ -199,16 +205,24 @@ def start_forwarder(group: Processes, port: int, upstream: str) -> subprocess.Po
 
 
 def start_tuned_proxy(
-    group: Processes, port: int, config: dict[str, Any], log: IO[bytes]
+    group: Processes,
+    port: int,
+    config: dict[str, Any],
+    log: IO[bytes],
+    source: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """tuned-proxy on the proxy CPU as an operator runs it: info level, JSON request log."""
+    """tuned-proxy on the proxy CPU as an operator runs it: info level, JSON request log.
+
+    `source`: a folder holding another revision's `proxy` package, run instead of this one.
+    """
     config_path = group.run_dir / f"tuned-proxy-{port}.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     command = [
         sys.executable, "-m", "proxy", "serve", "-c", str(config_path),
         "--host", LOOPBACK, "--port", str(port), "--log-level", "info", "--log-format", "json",
     ]  # fmt: skip
-    process = group.start("tuned-proxy", command, PROXY_CPU, stderr=log)
+    env = None if source is None else {**os.environ, "PYTHONPATH": str(source)}
+    process = group.start("tuned-proxy", command, PROXY_CPU, stderr=log, env=env)
     wait_for_port(port, process)
     return process
 

@@ -1,0 +1,160 @@
+"""Before and after: tuned-proxy at another git revision against this tree, side by side.
+
+A change to the request path is measured against the revision before it, under the same load
+at the same time: nginx as the upstream, the zero-logic forwarder, and two tuned-proxy
+processes (the revision's `proxy` package and this tree's), all as run.py's load part sets
+them up. For each repetition and mode, wrk drives the three at c=32 one after the other, so
+a drift of the machine hits all alike. The steadiest figure on a shared machine is the CPU
+time per request; its ratio between the two revisions is what a change gained or lost.
+
+Both use this tree's policies and fixtures; only the `proxy` package differs.
+
+Usage: python tests/bench/ab.py [--base REV] [--reps N] [--duration S] [--modes json,sse]
+       [--variant slim|identical]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tarfile
+import tempfile
+from contextlib import ExitStack
+from io import BytesIO
+from pathlib import Path
+from typing import IO
+
+from harness import (
+    BENCH,
+    LOOPBACK,
+    PROXY_CPU,
+    BenchError,
+    check_tools,
+    free_port,
+    median,
+    pin_self_to_load_cpu,
+    processes,
+    progress,
+    proxy_config,
+    raise_open_files_limit,
+    start_forwarder,
+    start_nginx,
+    start_tuned_proxy,
+)
+from load import FLOOR, MODES, LoadSettings, Target, check_target, measure, wrk
+
+CONNECTIONS = 32
+REPO = BENCH.parents[1]
+
+
+def export_package(revision: str, into: Path) -> Path:
+    """The `proxy` package as it is at `revision`, written under `into`."""
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", revision, "proxy"],
+        capture_output=True,
+        check=False,
+    )
+    if archive.returncode != 0:
+        raise BenchError(f"git archive {revision}: {archive.stderr.decode().strip()}")
+    with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def start_all(run_dir: Path, stack: ExitStack, base_source: Path, variant: str) -> list[Target]:
+    """nginx, the forwarder and the two tuned-proxy processes: [forwarder, base, this tree]."""
+    group = stack.enter_context(processes(run_dir))
+    nginx_port = free_port()
+    start_nginx(group, nginx_port)
+    upstream = f"http://{LOOPBACK}:{nginx_port}"
+    floor_port = free_port()
+    floor = start_forwarder(group, floor_port, upstream)
+    config = proxy_config({"bench-json": f"{upstream}/json/v1", "bench-sse": f"{upstream}/sse/v1"})
+    upstream_paths = {mode: f"/{mode}/v1/chat/completions" for mode in MODES}
+    proxy_paths = dict.fromkeys(MODES, "/v1/chat/completions")
+    targets = [
+        Target(FLOOR, f"http://{LOOPBACK}:{floor_port}", upstream_paths, "-", floor.pid, PROXY_CPU)
+    ]
+    for name, source in (("base", base_source), ("this tree", None)):
+        port = free_port()
+        log = stack.enter_context((run_dir / f"{name.replace(' ', '-')}.log").open("ab"))
+        tuned = start_tuned_proxy(group, port, config, log, source=source)
+        targets.append(
+            Target(name, f"http://{LOOPBACK}:{port}", proxy_paths, variant, tuned.pid, PROXY_CPU)
+        )
+    return targets
+
+
+def compare(
+    targets: list[Target], modes: list[str], settings: LoadSettings, log: IO[bytes]
+) -> dict[tuple[str, str], list[float]]:
+    """CPU µs per request for each (mode, target name), one figure per repetition."""
+    figures: dict[tuple[str, str], list[float]] = {}
+    for rep in range(1, settings.reps + 1):
+        for mode in modes:
+            progress(f"ab: rep {rep}/{settings.reps}, {mode}, c={CONNECTIONS}")
+            # Every other repetition in reverse: a drift within one does not favour either side.
+            for target in targets if rep % 2 else targets[::-1]:
+                sample = measure(target, mode, CONNECTIONS, rep, settings, log)
+                if sample.errors:
+                    raise BenchError(f"{target.name} ({mode}): {sample.errors} errors")
+                figures.setdefault((mode, target.name), []).append(sample.cpu_us_per_request)
+    return figures
+
+
+def report(figures: dict[tuple[str, str], list[float]], modes: list[str], base: str) -> str:
+    runs = len(next(iter(figures.values())))
+    lines = [
+        f"CPU µs per request at c={CONNECTIONS}, median of {runs} runs",
+        "",
+        f"| mode | forwarder | base ({base}) | this tree | this ÷ base "
+        "| forwarder ÷ base | forwarder ÷ this |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for mode in modes:
+        floor, before, after = (
+            median(figures[(mode, name)]) for name in (FLOOR, "base", "this tree")
+        )
+        lines.append(
+            f"| {mode} | {floor:.0f} | {before:.0f} | {after:.0f} | {after / before:.3f} "
+            f"| {floor / before:.2f} | {floor / after:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", default="HEAD", help="the revision to compare with")
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--duration", type=int, default=3, help="whole seconds per wrk run")
+    parser.add_argument("--modes", default="json,sse", help="any of: " + ",".join(MODES))
+    parser.add_argument("--variant", choices=["slim", "identical"], default="slim")
+    args = parser.parse_args()
+    modes = [mode for mode in args.modes.split(",") if mode]
+    settings = LoadSettings(reps=args.reps, duration_s=args.duration, warmup_s=1)
+    try:
+        if unknown := set(modes) - set(MODES):
+            raise BenchError(f"unknown modes: {', '.join(sorted(unknown))}")
+        check_tools(["nginx", "wrk", "taskset", "git"])
+        pin_self_to_load_cpu()
+        raise_open_files_limit()
+        with ExitStack() as stack:
+            run_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-ab-")))
+            source = export_package(args.base, run_dir / "base")
+            targets = start_all(run_dir, stack, source, args.variant)
+            for target in targets:
+                for mode in modes:
+                    check_target(target, mode)
+                    wrk(target, mode, 8, settings.warmup_s)
+            log = stack.enter_context((run_dir / "unused.log").open("ab"))
+            figures = compare(targets, modes, settings, log)
+    except BenchError as exc:
+        print(f"ab: {exc}", file=sys.stderr)
+        return 2
+    print(report(figures, modes, args.base))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
