@@ -2,12 +2,21 @@
 
 Stream chunks are only parsed when a byte-level test shows they carry something we count:
 most chunks of a long answer are content deltas and are passed over unparsed.
+
+What is parsed is decoded into structs that name only the fields read: msgspec passes over
+the rest without building it. Text the structs do not fit (a field of another type: an index
+given as a string, a choice that is not an object, ...) is read as before, parsed whole with
+orjson and walked as dicts. Both ways record the same, but for one case: a number beyond the
+float range (`1e400`) in a field that is not read makes orjson refuse the whole text, where
+msgspec passes over it.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
 
 from proxy import jsonutil
 from proxy.record import RequestRecord
@@ -21,9 +30,92 @@ _TOOL_DELTA = re.compile(rb'"tool_calls"|"function_call"')
 MAX_NOTED_CHUNKS = 64
 
 
+class AnswerNotObject(ValueError):
+    """A non-streamed answer that is JSON but not an object."""
+
+
+# The fields read, each None when absent or null unless said otherwise; a field of another
+# type fails the decode, and the text is then read as dicts. gc=False: the structs live for
+# one read and hold no cycle, so the collector need not track them.
+
+
+class _Function(msgspec.Struct, gc=False):
+    name: str | None = None
+    arguments: str | None = None
+
+
+# orjson reads an integer beyond 64 bits as a float, msgspec as an int: an index outside int64
+# (the bounds msgspec can check) is read as dicts.
+_Index = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+
+
+class _ToolCall(msgspec.Struct, gc=False):
+    index: _Index | None = 0  # as `call.get("index", 0)`: absent is 0, null is None
+    function: _Function | None = None
+
+
+class _FunctionCall(msgspec.Struct, gc=False):
+    name: str | None = None
+
+
+class _Content(msgspec.Struct, gc=False):
+    tool_calls: list[_ToolCall] | None = None
+    function_call: _FunctionCall | None = None
+
+
+class _ChunkChoice(msgspec.Struct, gc=False):
+    finish_reason: str | None = None
+    content: _Content | None = msgspec.field(default=None, name="delta")
+
+
+class _CompletionChoice(msgspec.Struct, gc=False):
+    finish_reason: str | None = None
+    content: _Content | None = msgspec.field(default=None, name="message")
+
+
+_NULL = msgspec.Raw(b"null")  # an absent usage reads as null
+
+
+class _Chunk(msgspec.Struct, gc=False):
+    choices: list[_ChunkChoice] | None = None
+    # Kept as its JSON text and parsed by orjson: `record.usage` holds what orjson reads,
+    # down to a big integer read as a float.
+    usage: msgspec.Raw = _NULL
+
+
+class _Completion(msgspec.Struct, gc=False):
+    choices: list[_CompletionChoice] | None = None
+    usage: msgspec.Raw = _NULL
+
+
+_CHUNK = msgspec.json.Decoder(_Chunk)
+_COMPLETION = msgspec.json.Decoder(_Completion)
+
+
 def observe_completion(record: RequestRecord, answer: dict[str, Any]) -> None:
-    """Record what a non-streamed chat.completion reports."""
+    """Record what a non-streamed chat.completion, parsed whole, reports."""
     _observe(record, answer, "message")
+
+
+def observe_completion_json(record: RequestRecord, raw: bytes) -> None:
+    """Record what a non-streamed chat.completion reports, from its JSON text.
+
+    Raises `jsonutil.JSONDecodeError` when `raw` is not JSON and `AnswerNotObject` when it is
+    JSON but not an object, before recording anything.
+    """
+    if not _observe_typed(record, _COMPLETION, raw, streamed=False):
+        observe_completion(record, completion_object(raw))
+
+
+def completion_object(raw: bytes) -> dict[str, Any]:
+    """A non-streamed answer parsed whole, for what needs all of it (a legacy translation).
+
+    Raises as `observe_completion_json` does.
+    """
+    answer = jsonutil.loads(raw)
+    if not isinstance(answer, dict):
+        raise AnswerNotObject
+    return answer
 
 
 def note_chunk_data(record: RequestRecord, data: bytes) -> None:
@@ -43,13 +135,83 @@ def note_chunk_data(record: RequestRecord, data: bytes) -> None:
 def observe_noted_chunks(record: RequestRecord) -> None:
     """Record what the kept stream chunks report, in the order they came."""
     for data in record.noted_chunks:
-        try:
-            chunk = jsonutil.loads(data)
-        except jsonutil.JSONDecodeError:
-            continue
-        if isinstance(chunk, dict):
-            _observe(record, chunk, "delta")
+        if not _observe_typed(record, _CHUNK, data, streamed=True):
+            _observe_chunk_dicts(record, data)
     record.noted_chunks.clear()
+
+
+def _observe_typed(
+    record: RequestRecord, decoder: msgspec.json.Decoder[Any], data: bytes, streamed: bool
+) -> bool:
+    """`_observe` over `data` decoded into structs: the same record, in the same order.
+
+    False, with nothing recorded, when `data` is to be read as dicts. Only text orjson would
+    accept is read here: msgspec does not check the UTF-8 of what it passes over, and stops
+    at a shallower depth than orjson (a RecursionError).
+    """
+    if not (data.isascii() or _is_utf8(data)):
+        return False
+    try:
+        answer: _Chunk | _Completion = decoder.decode(data)
+        usage = None if answer.usage == _NULL else jsonutil.loads(bytes(answer.usage))
+    except (msgspec.DecodeError, jsonutil.JSONDecodeError, RecursionError):
+        return False
+    _observe_usage(record, usage)
+    for choice in answer.choices or ():
+        if choice.finish_reason is not None:
+            record.finish_reasons.append(choice.finish_reason)
+        if choice.content is not None:
+            _observe_typed_content(record, choice.content, streamed)
+    return True
+
+
+def _observe_typed_content(record: RequestRecord, content: _Content, streamed: bool) -> None:
+    # One pass over the calls for names and arguments: they go to different lists, each
+    # filled in the order the dict walk fills it.
+    for call in content.tool_calls or ():
+        function = call.function
+        if function is None:
+            continue
+        if function.name:
+            record.tool_calls.append(function.name)
+        if record.argument_check is not None:
+            _keep_typed_arguments(record, call.index, function, streamed)
+    if content.function_call is not None and content.function_call.name:
+        record.tool_calls.append(content.function_call.name)
+
+
+def _keep_typed_arguments(
+    record: RequestRecord, index: int | None, function: _Function, streamed: bool
+) -> None:
+    """`_collect_arguments` for one decoded call."""
+    name, arguments = function.name, function.arguments
+    if not streamed:
+        if name is not None and arguments is not None:
+            record.call_arguments.append((name, arguments))
+        return
+    # An index is None when the upstream sent null, as in the dict walk (which keys by it).
+    if name and index not in record.streamed_calls:
+        record.streamed_calls[index] = (name, [])
+    if arguments is not None and index in record.streamed_calls:
+        record.streamed_calls[index][1].append(arguments)
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _observe_chunk_dicts(record: RequestRecord, data: bytes) -> None:
+    """Read one stream chunk as before: parsed whole by orjson, walked as dicts."""
+    try:
+        chunk = jsonutil.loads(data)
+    except jsonutil.JSONDecodeError:
+        return
+    if isinstance(chunk, dict):
+        _observe(record, chunk, "delta")
 
 
 def _observe(record: RequestRecord, answer: dict[str, Any], part: str) -> None:
@@ -81,6 +243,8 @@ def _collect_arguments(record: RequestRecord, content: dict[str, Any], streamed:
                 record.call_arguments.append((name, arguments))
             continue
         index = call.get("index", 0)
+        if isinstance(index, list | dict):
+            continue  # not an index, and not a key the calls can be joined by
         if isinstance(name, str) and name and index not in record.streamed_calls:
             record.streamed_calls[index] = (name, [])
         if isinstance(arguments, str) and index in record.streamed_calls:

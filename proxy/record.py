@@ -61,9 +61,10 @@ class RequestRecord:
     # Set when the serving policy checks tool-call arguments: the policy and the client's
     # original tools, where each answered call's full schema is looked up at the end.
     argument_check: tuple[Policy, Any] | None = None
-    # Answered calls' (function, arguments); streams join their fragments by index.
+    # Answered calls' (function, arguments); streams join their fragments by index (None
+    # for an index sent as null).
     call_arguments: list[tuple[str, str]] = field(default_factory=list)
-    streamed_calls: dict[int, tuple[str, list[str]]] = field(default_factory=dict)
+    streamed_calls: dict[int | None, tuple[str, list[str]]] = field(default_factory=dict)
     # Stream chunks that report something counted, read at the record stage (see observe.py).
     noted_chunks: list[bytes] = field(default_factory=list)
 

@@ -17,7 +17,13 @@ from aiohttp import web
 
 from proxy import jsonutil
 from proxy.errors import ProxyError, UpstreamFailure, UpstreamUnreachable
-from proxy.observe import note_chunk_data, observe_completion
+from proxy.observe import (
+    AnswerNotObject,
+    completion_object,
+    note_chunk_data,
+    observe_completion,
+    observe_completion_json,
+)
 from proxy.record import RequestRecord
 from proxy.rewrite.legacy import chunk_to_legacy, response_to_legacy
 from proxy.sse import DONE, EventSplitter, EventTooLarge, event_data, format_event
@@ -117,16 +123,19 @@ async def relay_json(
 ) -> web.Response:
     raw = await read_answer(answer, MAX_ANSWER_BYTES, record)
     try:
-        parsed = jsonutil.loads(raw)
+        if legacy:  # the translation needs the whole answer
+            parsed = completion_object(raw)
+            observe_completion(record, parsed)
+        else:
+            observe_completion_json(record, raw)
     except jsonutil.JSONDecodeError as exc:
         message = "The upstream answered with a body that is not JSON."
         blame_upstream(record, "invalid_response", message)
         raise UpstreamUnreachable(message, reason="invalid_response") from exc
-    if not isinstance(parsed, dict):
+    except AnswerNotObject:
         message = "The upstream answered with JSON that is not an object."
         blame_upstream(record, "invalid_response", message)
-        raise UpstreamUnreachable(message, reason="invalid_response")
-    observe_completion(record, parsed)
+        raise UpstreamUnreachable(message, reason="invalid_response") from None
     if legacy:
         raw = jsonutil.dumps(response_to_legacy(parsed))
     record.status = answer.status

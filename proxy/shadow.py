@@ -10,6 +10,7 @@ can be compared.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -20,7 +21,12 @@ import structlog
 from proxy import jsonutil
 from proxy.config import Route, Target
 from proxy.errors import ProxyError
-from proxy.observe import note_chunk_data, observe_completion, observe_noted_chunks
+from proxy.observe import (
+    AnswerNotObject,
+    note_chunk_data,
+    observe_completion_json,
+    observe_noted_chunks,
+)
 from proxy.record import RequestRecord
 from proxy.sse import EventSplitter, event_data
 from proxy.upstream import Upstreams
@@ -110,12 +116,9 @@ class ShadowSender:
 def _observe_answer(record: RequestRecord, raw: bytes, streamed: bool) -> None:
     """Read the shadow's answer for the comparison (a whole body: nothing waits on it)."""
     if not streamed:
-        try:
-            parsed = jsonutil.loads(raw)
-        except jsonutil.JSONDecodeError:
-            return
-        if isinstance(parsed, dict):
-            observe_completion(record, parsed)
+        # An answer that is not a JSON object reports nothing.
+        with contextlib.suppress(jsonutil.JSONDecodeError, AnswerNotObject):
+            observe_completion_json(record, raw)
         return
     for event in EventSplitter(max_event_bytes=len(raw) + 1).feed(raw + b"\n\n"):
         data = event_data(event)
