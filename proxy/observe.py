@@ -24,7 +24,6 @@ from proxy.record import RequestRecord
 # Chunks worth parsing: a finish reason, a usage block, or the first delta of a tool call —
 # and every tool-call delta when arguments are checked.
 _INTERESTING = re.compile(rb'"finish_reason":\s*"|"usage":\s*\{|"name"\s*:')
-_TOOL_DELTA = re.compile(rb'"tool_calls"|"function_call"')
 # Chunks kept for the record stage at most: a stream that reports in every chunk (an upstream
 # sending usage with each) is read in batches instead of held whole.
 MAX_NOTED_CHUNKS = 64
@@ -124,12 +123,16 @@ def note_chunk_data(record: RequestRecord, data: bytes) -> None:
     Parsing waits until the stream has ended (`observe_noted_chunks`): the client's events go
     out first, and only a byte-level test runs while it waits for them.
     """
-    if _INTERESTING.search(data) or (
-        record.argument_check is not None and _TOOL_DELTA.search(data)
-    ):
+    # The tool-call test first: a substring search, ~3× cheaper than the regex, and what
+    # nearly every chunk of a tool call's stream passes when its arguments are checked.
+    if (record.argument_check is not None and _is_tool_delta(data)) or _INTERESTING.search(data):
         record.noted_chunks.append(data)
         if len(record.noted_chunks) >= MAX_NOTED_CHUNKS:
             observe_noted_chunks(record)  # a long stream of them: read as it goes
+
+
+def _is_tool_delta(data: bytes) -> bool:
+    return b'"tool_calls"' in data or b'"function_call"' in data
 
 
 def observe_noted_chunks(record: RequestRecord) -> None:
