@@ -1,4 +1,5 @@
-"""`tuned-proxy tools extract`: canonical definitions, differences, legacy format, errors."""
+"""`tuned-proxy tools extract`: canonical definitions, differences, legacy and preference files,
+errors."""
 
 from __future__ import annotations
 
@@ -54,6 +55,14 @@ def legacy_example(*tools: Tool) -> dict[str, Any]:
     return {
         "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
         "functions": [tool["function"] for tool in tools],
+    }
+
+
+def preference_example(*tools: Tool) -> dict[str, Any]:
+    return {
+        "input": {"messages": [{"role": "user", "content": "Hi"}], "tools": list(tools)},
+        "preferred_output": [{"role": "assistant", "content": "Hello"}],
+        "non_preferred_output": [{"role": "assistant", "content": "What?"}],
     }
 
 
@@ -286,6 +295,51 @@ def test_legacy_and_tools_examples_with_the_same_function_agree(tmp_path: Path) 
     assert extraction.legacy_examples == 1
 
 
+# --- preference (DPO) files: the tools of the input -----------------------------------------
+
+
+def test_a_preference_file_gives_the_tools_of_its_input(tmp_path: Path) -> None:
+    other = function_tool("lookup_order")
+    path = write_lines(tmp_path, [preference_example(weather(), other)] * 3)
+
+    extraction = extract_tools(path)
+
+    assert extraction.tools == [weather(), other]
+    assert extraction.differences == []
+    assert extraction.examples == 3
+
+
+def test_a_definition_differing_between_preference_examples_names_its_lines(
+    tmp_path: Path, capsys: Any
+) -> None:
+    odd = weather("Get the weather right now")
+    path = write_lines(
+        tmp_path,
+        [preference_example(weather()), preference_example(odd), preference_example(weather())],
+    )
+
+    assert run(path, None) == 0
+
+    captured = capsys.readouterr()
+    assert jsonutil.loads(captured.out) == [weather()]
+    assert (
+        "get_current_weather: 2 definitions; line 2 uses one that differs from the extracted "
+        "one: description differs"
+    ) in captured.err
+
+
+def test_legacy_functions_of_a_preference_input_are_converted_to_tools(tmp_path: Path) -> None:
+    legacy = preference_example()
+    legacy["input"] = legacy_example(weather())
+    path = write_lines(tmp_path, [legacy, preference_example(weather())])
+
+    extraction = extract_tools(path)
+
+    assert extraction.tools == [weather()]
+    assert extraction.differences == []
+    assert extraction.legacy_examples == 1
+
+
 # --- errors -------------------------------------------------------------------------------
 
 
@@ -319,6 +373,9 @@ def test_run_reports_an_invalid_line_and_writes_nothing(tmp_path: Path, capsys: 
         ('{"tools": [{"type": "function", "function": {}}]}', "tools[0]: expected"),
         ('{"functions": [{"description": "no name"}]}', "functions[0]: expected"),
         ('{"tools": ["get_weather"]}', "tools[0]: expected"),
+        ('{"input": "Hi", "preferred_output": []}', '"input" must be an object'),
+        ('{"input": {"tools": {"type": "function"}}}', '"input.tools" must be an array'),
+        ('{"input": {"functions": [{}]}}', "input.functions[0]: expected"),
     ],
 )
 def test_malformed_examples_are_errors_with_their_line(

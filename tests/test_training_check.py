@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 CASES = Path(__file__).parent / "training_cases"
 CASE_DIRS = sorted(path for path in CASES.iterdir() if path.is_dir())
 SUPPORT_TRAIN = REPO / "policies" / "support.train.jsonl"
-SUMMARY = re.compile(r"train\.jsonl: \d+ examples")
+SUMMARY = re.compile(r"train\.jsonl: \d+ (chat |preference \(DPO\) )?examples")
 
 Example = dict[str, Any]
 
@@ -112,7 +112,7 @@ def test_the_example_training_file_is_clean(capsys: pytest.CaptureFixture[str]) 
     largest_tokens = math.ceil(largest_line(SUPPORT_TRAIN) / 4)
     assert code == 0
     assert capsys.readouterr().out == (
-        f"{SUPPORT_TRAIN}: 17 examples\n"
+        f"{SUPPORT_TRAIN}: 17 chat examples\n"
         "  tools: 20 functions\n"
         "  calls: 23 (1 message with parallel calls)\n"
         "  assistant turns: 44 trained, 1 not trained (weight 0)\n"
@@ -180,6 +180,15 @@ def test_a_call_in_the_last_message_needs_no_answer() -> None:
     example["messages"] = example["messages"][:2]
 
     assert findings(example) == []
+
+
+def test_a_chat_example_with_a_stray_input_key_stays_a_chat_example() -> None:
+    example = answered_call()
+    example["input"] = {"note": "left over"}
+
+    found = findings(example)
+    assert any("unknown key `input`" in f for f in found)
+    assert not any("preferred_output" in f or "input.messages" in f for f in found)
 
 
 @pytest.mark.parametrize(
@@ -370,6 +379,108 @@ def test_the_example_is_not_modified() -> None:
     assert example == original
 
 
+# --- preference (DPO) examples ---------------------------------------------------------------
+
+
+def preference() -> Example:
+    """`answered_call` as a preference example: its reply is the preferred output."""
+    chat = answered_call()
+    *conversation, reply = chat["messages"]
+    return {
+        "input": {"messages": conversation, "tools": chat["tools"]},
+        "preferred_output": [reply],
+        "non_preferred_output": [{"role": "assistant", "content": "I cannot tell."}],
+    }
+
+
+def test_a_clean_preference_example_has_no_findings() -> None:
+    assert findings(preference()) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda e: e.pop("input"), ["error: no `input`"]),
+        (lambda e: e.update(input=[]), ["error: `input` is an array, not an object"]),
+        (lambda e: e["input"].pop("messages"), ["error: no `input.messages`"]),
+        (lambda e: e["input"].update(messages=[]), ["error: `input.messages` is empty"]),
+        (lambda e: e.update(metadata={}), ["warning: unknown key `metadata`"]),
+        (lambda e: e["input"].update(seed=1), ["warning: unknown key `input.seed`"]),
+        (
+            lambda e: e["input"].update(parallel_tool_calls="no"),
+            ["error: `input.parallel_tool_calls` is a string, not a boolean"],
+        ),
+        (
+            lambda e: e["input"].update(tools={}),
+            [
+                "error: `input.tools` is an object, not an array",
+                "error: input.messages[1].tool_calls[0] calls `get_weather`, but the example "
+                "offers no tools",
+            ],
+        ),
+        (lambda e: e.pop("preferred_output"), ["error: no `preferred_output`"]),
+        (lambda e: e.update(preferred_output=[]), ["error: `preferred_output` is empty"]),
+        (
+            lambda e: e["preferred_output"].__setitem__(0, "3 °C"),
+            ["error: preferred_output[0] is a string, not an object"],
+        ),
+        (
+            lambda e: e["non_preferred_output"][0].pop("role"),
+            ["error: non_preferred_output[0] has no role; an output is the assistant's reply"],
+        ),
+        (
+            lambda e: e["non_preferred_output"][0].update(content=None),
+            ["error: non_preferred_output[0] has no text: content is null"],
+        ),
+        (
+            lambda e: e["preferred_output"][0].update(tool_calls=[call("call_b")]),
+            [
+                "error: preferred_output[0] has tool_calls, but preference outputs are text only "
+                "(fine-tuning guide)"
+            ],
+        ),
+        (
+            lambda e: e.update(preferred_completion=e.pop("preferred_output")),
+            [
+                "warning: `preferred_completion` is the API reference's name; the fine-tuning "
+                "guide names it `preferred_output`"
+            ],
+        ),
+        (
+            lambda e: e["input"]["messages"].append({"role": "assistant", "content": "Hm."}),
+            [
+                "error: `input.messages` ends with input.messages[3] (assistant): the preferred "
+                "and non-preferred outputs are the last assistant message"
+            ],
+        ),
+        (
+            lambda e: e["input"]["messages"][1].update(weight=0),
+            [
+                "warning: input.messages[1] (assistant) has `weight`, but a preference example "
+                "trains only its outputs"
+            ],
+        ),
+    ],
+)
+def test_preference_rules(change: Callable[[Example], Any], expected: list[str]) -> None:
+    example = preference()
+    change(example)
+
+    assert findings(example) == expected
+
+
+def test_a_preference_file_counts_no_assistant_turns(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "train.jsonl", [preference()] * 10)
+    check = TrainingFileCheck(path)
+
+    assert list(check.findings()) == []
+
+    summary = check.summary
+    assert (summary.preference_examples, summary.chat_examples) == (10, 0)
+    assert (summary.functions, summary.calls) == (1, 10)
+    assert (summary.trained_turns, summary.untrained_turns) == (0, 0)
+
+
 # --- a large file, streamed -------------------------------------------------------------------
 
 LARGE = 100_000
@@ -474,6 +585,17 @@ def test_the_check_command_runs_with_its_options(capsys: pytest.CaptureFixture[s
     out = capsys.readouterr().out
     assert f"{case}:1: warning: no UTF-8 byte order mark" in out
     assert f"{case}:6: warning: about 684 tokens" in out
+
+
+def test_the_check_command_names_a_preference_file(capsys: pytest.CaptureFixture[str]) -> None:
+    case = CASES / "preference" / "train.jsonl"
+    args = training_parser().parse_args(["training", "check", str(case)])
+
+    assert args.run(args) == 0
+
+    out = capsys.readouterr().out
+    assert out.startswith(f"{case}: 10 preference (DPO) examples\n")
+    assert "assistant turns" not in out
 
 
 def test_max_tokens_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,4 +1,5 @@
-"""`tuned-proxy training rewrite`: policy tools, legacy conversion, call ids, round trips."""
+"""`tuned-proxy training rewrite`: policy tools, legacy conversion, call ids, round trips,
+preference (DPO) files."""
 
 from __future__ import annotations
 
@@ -291,6 +292,99 @@ def test_new_call_ids_fix_the_duplicate_ids_case(tmp_path: Path) -> None:
     again = tmp_path / "again.jsonl"
     run_rewrite(case, POLICIES / "support-full.yaml", again, new_call_ids=True)
     assert again.read_bytes() == out.read_bytes()  # reproducible ids
+
+
+# --- preference (DPO) files: the input is rewritten, the outputs are not ---------------------
+
+
+def as_preference(chat: Example) -> Example:
+    """A chat example as a preference example: its last message is the preferred output."""
+    # weights are for chat examples' turns: a preference example trains its outputs
+    *conversation, reply = [
+        {key: value for key, value in message.items() if key != "weight"}
+        for message in chat["messages"]
+    ]
+    context = {key: value for key, value in chat.items() if key != "messages"}
+    return {
+        "input": {"messages": conversation, **context},
+        "preferred_output": [reply],
+        "non_preferred_output": [{"role": "assistant", "content": "Please call us instead."}],
+    }
+
+
+def write_examples(path: Path, lines: list[Example]) -> Path:
+    path.write_bytes(b"".join(jsonutil.dumps(example) + b"\n" for example in lines))
+    return path
+
+
+@pytest.fixture
+def support_preference(tmp_path: Path) -> Path:
+    lines = [as_preference(example) for example in examples(SUPPORT_TRAIN)]
+    path = write_examples(tmp_path / "preference.jsonl", lines)
+    assert check(path) == ([], 0, 0)
+    return path
+
+
+def test_preference_inputs_get_the_tools_the_policy_serves(
+    tmp_path: Path, support_preference: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = load_policy(POLICIES / "support-slim.yaml", "support-slim")
+
+    out = run(tmp_path, support_preference, POLICIES / "support-slim.yaml")
+
+    for original, rewritten in zip(examples(support_preference), examples(out), strict=True):
+        request = {"model": "support-agent", "messages": original["input"]["messages"][:2]}
+        request["tools"] = original["input"]["tools"]
+        sent = rewrite(request, policy).body
+        assert jsonutil.dumps(rewritten["input"]["tools"]) == jsonutil.dumps(sent["tools"])
+        assert rewritten["input"]["messages"] == original["input"]["messages"]
+        assert rewritten["preferred_output"] == original["preferred_output"]
+        assert rewritten["non_preferred_output"] == original["non_preferred_output"]
+        assert list(rewritten) == list(original)  # the keys stay where they were
+    assert check(out) == ([], 0, 0)
+    assert "17 examples rewritten with policy support-slim, 17 changed" in capsys.readouterr().err
+
+
+def test_a_preference_file_on_the_training_tools_is_copied_byte_for_byte(
+    tmp_path: Path, support_preference: Path
+) -> None:
+    out = run(tmp_path, support_preference, POLICIES / "support-full.yaml")
+
+    assert out.read_bytes() == support_preference.read_bytes()
+
+
+def test_legacy_functions_of_a_preference_input_are_converted(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path, "")
+    legacy = examples(CASES / "legacy_functions" / "train.jsonl")[2]
+    train = write_examples(tmp_path / "train.jsonl", [as_preference(legacy)])
+
+    out = run(tmp_path, train, policy, new_call_ids=True)
+
+    converted = examples(out)[0]
+    assert converted["input"]["tools"] == [{"type": "function", "function": legacy["functions"][0]}]
+    assert "functions" not in converted["input"]
+    call_id = converted["input"]["messages"][1]["tool_calls"][0]["id"]
+    assert CALL_ID.fullmatch(call_id)
+    assert converted["input"]["messages"][2] == {
+        "role": "tool",
+        "tool_call_id": call_id,
+        "content": "25 C",
+    }
+    assert converted["preferred_output"] == [legacy["messages"][-1]]
+
+
+def test_a_preference_example_without_an_input_object_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    line = {"input": "Hi", "preferred_output": [], "non_preferred_output": []}
+    train = write_examples(tmp_path / "train.jsonl", [line])
+    out = tmp_path / "o.jsonl"
+
+    assert run_rewrite(train, POLICIES / "support-full.yaml", out, new_call_ids=False) == 1
+
+    err = capsys.readouterr().err
+    assert f"{train}:1: error: Invalid type for 'input': expected an object" in err
+    assert not out.exists()
 
 
 # --- what the policy removes, refuses, and files it cannot read -------------------------------

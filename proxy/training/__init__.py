@@ -1,4 +1,4 @@
-"""Training files: checking a chat fine-tuning file with tools, and rewriting its tools.
+"""Training files: checking a chat or preference (DPO) fine-tuning file, and rewriting its tools.
 
 `run_check` is `tuned-proxy training check`, `run_rewrite` is `tuned-proxy training rewrite`.
 """

@@ -91,7 +91,8 @@ def arguments(example: Example, context: Context) -> Iterator[Finding]:
             yield error(
                 f"{call.function_path}.arguments do not fit the schema of `{call.name}`: "
                 + "; ".join(mismatches),
-                "correct the arguments, or the schema in tools if the schema is what is wrong",
+                f"correct the arguments, or the schema in {example.prefix}tools if the schema is "
+                "what is wrong",
             )
 
 
@@ -135,7 +136,7 @@ def offered(example: Example, context: Context) -> Iterator[Finding]:
         )
         yield error(
             f"{call.where} calls `{call.name}`, {problem}",
-            "add its definition to tools, or correct the name",
+            f"add its definition to {example.prefix}tools, or correct the name",
         )
 
 

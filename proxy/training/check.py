@@ -1,9 +1,12 @@
-"""`tuned-proxy training check`: a chat fine-tuning file with tools, checked line by line.
+"""`tuned-proxy training check`: a fine-tuning file with tools, checked line by line.
 
-Every example goes through `RULES`, one ordered tuple of small functions; reading it tells
-what is checked. The file-wide checks (enough examples, one definition per function) run
-once at the end. Findings are yielded as they are found, so the check streams: its memory
-grows with the number of distinct tool definitions, never with the number of examples.
+A file holds chat examples or preference (DPO) examples (`proxy.training_kinds`). Every
+example goes through `RULES[kind]`, one ordered tuple of small functions; reading it tells
+what is checked. A preference example's input is a conversation like a chat example, so most
+rules are shared. A file mixing the kinds is reported at its first example of the other kind;
+the other file-wide checks (enough examples, one definition per function) run once at the
+end. Findings are yielded as they are found, so the check streams: its memory grows with the
+number of distinct tool definitions, never with the number of examples.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from proxy.training.calls import (
 from proxy.training.definitions import Definitions
 from proxy.training.example import Example, read_example
 from proxy.training.findings import Finding, error, warning
+from proxy.training.preference import input_ends_before_outputs, input_weights, preference_keys
 from proxy.training.reader import (
     RawLine,
     TrainingFileError,
@@ -41,32 +45,52 @@ from proxy.training.rules import (
     Context,
     Format,
     Rule,
+    conversation_keys,
     ends_with_assistant,
-    example_keys,
     message_roles,
     token_limit,
     tool_definitions,
     tools_format,
     weights,
 )
+from proxy.training_kinds import Kind, conversation, kind_of
 
-RULES: tuple[Rule, ...] = (
-    # the top level and the definitions the calls are checked against
-    tools_format,
-    tool_definitions,
-    # messages, then the calls inside them
-    message_roles,
-    weights,
+# The calls inside the messages, and their answers: the same for both kinds.
+_CALL_RULES: tuple[Rule, ...] = (
     call_shapes,
     arguments,
     offered,
     unique_call_ids,
     parallel_calls,
-    # the conversation as a whole
     answers,
-    ends_with_assistant,
-    token_limit,
 )
+RULES: dict[Kind, tuple[Rule, ...]] = {
+    "chat": (
+        # the top level and the definitions the calls are checked against
+        tools_format,
+        tool_definitions,
+        # messages, then the calls inside them
+        message_roles,
+        weights,
+        *_CALL_RULES,
+        # the conversation as a whole
+        ends_with_assistant,
+        token_limit,
+    ),
+    # The input is checked as a chat conversation, except what is about training: only the
+    # outputs are trained, and they are the last assistant message.
+    "preference": (
+        tools_format,
+        tool_definitions,
+        message_roles,
+        input_weights,
+        *_CALL_RULES,
+        input_ends_before_outputs,
+        token_limit,
+    ),
+}
+
+KIND_NAMES: dict[Kind, str] = {"chat": "chat", "preference": "preference (DPO)"}
 
 # How many line numbers a file-wide warning lists before it summarises the rest.
 MAX_LINES_SHOWN = 10
@@ -77,11 +101,13 @@ class Summary:
     """What the file holds, counted while it is checked."""
 
     examples: int = 0  # non-blank lines, parsed or not
+    chat_examples: int = 0
+    preference_examples: int = 0
     legacy_examples: int = 0
     calls: int = 0
     parallel_messages: int = 0  # assistant messages making more than one call
-    trained_turns: int = 0  # assistant messages without weight 0
-    untrained_turns: int = 0  # assistant messages with weight 0
+    trained_turns: int = 0  # assistant messages of chat examples without weight 0
+    untrained_turns: int = 0  # assistant messages of chat examples with weight 0
     largest_example_tokens: int = 0  # estimated
     functions: int = 0  # distinct function names across the file
     redefined_functions: int = 0  # functions with more than one definition
@@ -100,6 +126,8 @@ class TrainingFileCheck:
         self.summary = Summary()
         self._context = Context(max_tokens=max_tokens)
         self._definitions = Definitions()
+        self._first_kind: tuple[Kind, int] | None = None  # and its line
+        self._mixed = False
 
     def findings(self) -> Iterator[Finding]:
         """Every finding in file order, then the file-wide ones; raises TrainingFileError."""
@@ -134,10 +162,29 @@ class TrainingFileCheck:
         if isinstance(data, Finding):
             yield data
             return
+        yield from self._count_kind(kind_of(data), line.number)
         example = yield from check_example(data, self._context, size=len(line.data))
         if example is not None:
             self._count(example)
             self._definitions.record(example, line.number)
+
+    def _count_kind(self, kind: Kind, line: int) -> Iterator[Finding]:
+        """Count the example's kind; an error at the first one that differs from the first's."""
+        if kind == "preference":
+            self.summary.preference_examples += 1
+        else:
+            self.summary.chat_examples += 1
+        if self._first_kind is None:
+            self._first_kind = (kind, line)
+            return
+        first, first_line = self._first_kind
+        if kind != first and not self._mixed:
+            self._mixed = True
+            yield error(
+                f"a {KIND_NAMES[kind]} example in a file whose first example (line {first_line}) "
+                f"is a {KIND_NAMES[first]} example: a fine-tuning job trains with one method",
+                "put chat and preference examples in separate files, one per job",
+            )
 
     def _count(self, example: Example) -> None:
         summary = self.summary
@@ -147,15 +194,19 @@ class TrainingFileCheck:
             summary.parallel_messages += sum(
                 count > 1 for count in calls_per_message(example).values()
             )
-        for index, role in enumerate(example.roles):
-            if role == "assistant":
-                if example.messages[index].get("weight") == 0:
-                    summary.untrained_turns += 1
-                else:
-                    summary.trained_turns += 1
+        if example.kind == "chat":  # a preference example's input is context, never trained
+            self._count_turns(example)
         summary.largest_example_tokens = max(
             summary.largest_example_tokens, example.estimated_tokens
         )
+
+    def _count_turns(self, example: Example) -> None:
+        for index, role in enumerate(example.roles):
+            if role == "assistant":
+                if example.messages[index].get("weight") == 0:
+                    self.summary.untrained_turns += 1
+                else:
+                    self.summary.trained_turns += 1
 
     def _file_findings(self) -> Iterator[Finding]:
         examples = self.summary.examples
@@ -178,11 +229,16 @@ def check_example(
 
     The view is None when the example has no messages to check.
     """
-    yield from example_keys(data)
+    kind = kind_of(data)
+    if kind == "preference":
+        yield from preference_keys(data)
+    conversation_data = conversation(data)
+    if isinstance(conversation_data, dict):  # else `preference_keys` said why
+        yield from conversation_keys(conversation_data, kind)
     example = read_example(data, size)
     if example is None:
         return None
-    for rule in RULES:
+    for rule in RULES[kind]:
         yield from rule(example, context)
     return example
 
@@ -205,6 +261,21 @@ def _line_list(lines: list[int], total: int) -> str:
     return ("line " if total == 1 else "lines ") + shown + (f" and {more} more" if more else "")
 
 
+def _examples_line(summary: Summary) -> str:
+    """`17 chat examples`: the kind of the file, or of each of its examples when mixed."""
+    counts: dict[Kind, int] = {
+        "chat": summary.chat_examples,
+        "preference": summary.preference_examples,
+    }
+    kinds = [kind for kind, count in counts.items() if count]
+    if len(kinds) == 1:
+        return f"{summary.examples} {KIND_NAMES[kinds[0]]} examples"
+    if not kinds:
+        return f"{summary.examples} examples"
+    each = ", ".join(f"{counts[kind]} {KIND_NAMES[kind]}" for kind in kinds)
+    return f"{summary.examples} examples: {each}"
+
+
 def format_summary(file: str, summary: Summary) -> str:
     legacy = (
         f" ({summary.legacy_examples} in the deprecated functions format)"
@@ -218,12 +289,18 @@ def format_summary(file: str, summary: Summary) -> str:
     )
     plural = "" if summary.parallel_messages == 1 else "s"
     lines = [
-        f"{file}: {summary.examples} examples{legacy}",
+        f"{file}: {_examples_line(summary)}{legacy}",
         f"  tools: {summary.functions} functions{redefined}",
         f"  calls: {summary.calls} ({summary.parallel_messages} message{plural} with "
         "parallel calls)",
-        f"  assistant turns: {summary.trained_turns} trained, {summary.untrained_turns} not "
-        "trained (weight 0)",
+    ]
+    if summary.chat_examples or not summary.preference_examples:
+        # a preference example trains its outputs, not the assistant turns of its input
+        lines.append(
+            f"  assistant turns: {summary.trained_turns} trained, {summary.untrained_turns} not "
+            "trained (weight 0)"
+        )
+    lines += [
         f"  largest example: about {summary.largest_example_tokens:,} tokens (estimated)",
         f"  {summary.errors} error{'' if summary.errors == 1 else 's'}, "
         f"{summary.warnings} warning{'' if summary.warnings == 1 else 's'}",

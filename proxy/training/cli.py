@@ -27,17 +27,19 @@ def _cmd_rewrite(args: argparse.Namespace) -> int:
 
 def add_training_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `training check` and `training rewrite` to the main parser's subcommands."""
-    training = commands.add_parser("training", help="check and rewrite chat fine-tuning files")
+    training = commands.add_parser(
+        "training", help="check and rewrite chat and preference (DPO) fine-tuning files"
+    )
     training_commands = training.add_subparsers(
         dest="training_command", required=True, metavar="COMMAND"
     )
 
     check = training_commands.add_parser(
         "check",
-        help="validate a chat fine-tuning file with tools; errors with line numbers",
-        description="Check every example of a chat fine-tuning file (JSONL) against the "
-        "rules of the OpenAI and Azure OpenAI fine-tuning APIs. Prints FILE:LINE: "
-        "error|warning: message (fix: ...) lines and a summary; exits 1 on any error.",
+        help="validate a chat or preference (DPO) fine-tuning file; errors with line numbers",
+        description="Check every example of a chat or preference (DPO) fine-tuning file "
+        "(JSONL) against the rules of the OpenAI and Azure OpenAI fine-tuning APIs. Prints "
+        "FILE:LINE: error|warning: message (fix: ...) lines and a summary; exits 1 on any error.",
     )
     check.add_argument("train", metavar="TRAIN.jsonl", type=Path)
     check.add_argument(
@@ -60,7 +62,8 @@ def add_training_commands(commands: argparse._SubParsersAction[argparse.Argument
     rewrite = training_commands.add_parser(
         "rewrite",
         help="give a training file the tool definitions a policy serves",
-        description="Rewrite every example's tools with a policy's tool transformation "
+        description="Rewrite every example's tools (a preference example's input.tools) "
+        "with a policy's tool transformation "
         "(identical or slim), exactly as the proxy rewrites requests for that policy, and "
         "convert the deprecated functions format to tools. Other policy keys are not "
         "applied. Nothing is written if an example cannot be rewritten.",

@@ -10,6 +10,9 @@ puts in `tools` is, by construction, what the proxy sends upstream for that poli
 The rest of the policy (system prompt, parallel_tool_calls, logit_bias, tool_choice) is
 about serving, not about what the model is trained on, and is not applied. Examples the
 rewrite leaves unchanged are copied byte for byte; the others are written as compact JSON.
+
+A preference (DPO) example's `input` is rewritten as a chat example is; its outputs, text
+replies to that input, are left as they are.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from proxy import jsonutil
 from proxy.errors import ConfigError, InvalidRequest
 from proxy.policy import Policy, PolicySpec, load_policy
 from proxy.rewrite import Change, rewrite
+from proxy.rewrite.fields import invalid_type
 from proxy.rewrite.result import (
     LEGACY_FUNCTIONS_TRANSLATED,
     TOOL_DROPPED_UNKNOWN,
@@ -46,6 +50,7 @@ from proxy.training.reader import (
     read_lines,
     starts_with_bom,
 )
+from proxy.training_kinds import conversation
 
 # Ids that say nothing about their call: the fine-tuning guide's "call_id", numbered ones
 # ("call_1", "1"), and the engine's own `call_legacy_N` from translating function_call.
@@ -71,16 +76,22 @@ class TrainingRewriter:
     ) -> RewrittenExample:
         """`example` with the policy's tools; with `new_call_ids`, placeholder ids replaced.
 
-        Raises InvalidRequest where the proxy would refuse the example as a request (a
-        malformed `tools`, a function the policy rejects).
+        What is rewritten is the conversation: the example, or a preference example's input.
+        Raises InvalidRequest where the proxy would refuse it as a request (a malformed
+        `tools`, a function the policy rejects), or a preference example's input is no object.
         """
-        result = rewrite(example, self.policy)
-        data = result.body
+        before = conversation(example)
+        if not isinstance(before, dict):
+            raise invalid_type("input", "an object", before)
+        result = rewrite(before, self.policy)
+        after = result.body
         replaced = 0
-        if new_call_ids is not None and isinstance(data.get("messages"), list):
-            messages, replaced = replace_placeholder_ids(data["messages"], new_call_ids)
-            data = {**data, "messages": messages}
-        return RewrittenExample(data, result.changes, replaced, _differs(data, example))
+        if new_call_ids is not None and isinstance(after.get("messages"), list):
+            messages, replaced = replace_placeholder_ids(after["messages"], new_call_ids)
+            after = {**after, "messages": messages}
+        changed = _differs(after, before)
+        data = after if before is example else {**example, "input": after}
+        return RewrittenExample(data, result.changes, replaced, changed)
 
 
 def _differs(rewritten: dict[str, Any], example: dict[str, Any]) -> bool:
@@ -250,14 +261,15 @@ class _FileRewrite:
         report.actions.update(change.action for change in after.changes)
         report.bytes_removed += sum(change.bytes_removed for change in after.changes)
         report.call_ids_replaced += after.call_ids_replaced
-        for name in _called(after.data) - _offered(after.data):
-            if name in _offered(before) or name in _legacy_offered(before):
+        rewritten, original = conversation(after.data), conversation(before)
+        for name in _called(rewritten) - _offered(rewritten):
+            if name in _offered(original) or name in _legacy_offered(original):
                 removed = report.removed_but_called.setdefault(name, _Removed(number))
                 removed.examples += 1
 
 
-def _called(example: dict[str, Any]) -> set[str]:
-    messages = example.get("messages")
+def _called(data: dict[str, Any]) -> set[str]:
+    messages = data.get("messages")
     names = set()
     for message in messages if isinstance(messages, list) else []:
         for call in _tool_calls(message):
@@ -267,8 +279,8 @@ def _called(example: dict[str, Any]) -> set[str]:
     return names
 
 
-def _offered(example: dict[str, Any]) -> set[str]:
-    tools = example.get("tools")
+def _offered(data: dict[str, Any]) -> set[str]:
+    tools = data.get("tools")
     return {
         tool["function"]["name"]
         for tool in (tools if isinstance(tools, list) else [])
@@ -278,8 +290,8 @@ def _offered(example: dict[str, Any]) -> set[str]:
     }
 
 
-def _legacy_offered(example: dict[str, Any]) -> set[str]:
-    functions = example.get("functions")
+def _legacy_offered(data: dict[str, Any]) -> set[str]:
+    functions = data.get("functions")
     return {
         function["name"]
         for function in (functions if isinstance(functions, list) else [])

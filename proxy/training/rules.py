@@ -2,7 +2,8 @@
 
 Each rule is a function of one example that yields findings; it reads only the view
 (`Example`) and the shared `Context`, and it never raises on a malformed example. The
-rules about calls and their answers are in `proxy.training.calls`.
+rules about calls and their answers are in `proxy.training.calls`, those only a preference
+example has in `proxy.training.preference`.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from proxy.rewrite.fields import json_type
 from proxy.training.example import Definition, Example
 from proxy.training.findings import Finding, error, warning
 from proxy.training.schemas import Schemas
+from proxy.training_kinds import Kind, path_prefix
 
 Format = Literal["openai", "azure"]
 
@@ -57,34 +59,57 @@ Rule = Callable[[Example, Context], Iterable[Finding]]
 def where(example: Example, index: int) -> str:
     """`messages[3] (tool)`: the path, and the role that says which rules apply."""
     role = example.roles[index]
-    return f"messages[{index}]" + (f" ({role})" if role in ROLES else "")
+    return f"{example.prefix}messages[{index}]" + (f" ({role})" if role in ROLES else "")
 
 
-# --- before the view: the example's top level ----------------------------------------------
+# --- before the view: the conversation's keys ----------------------------------------------
 
 
-def example_keys(data: dict[str, Any]) -> Iterator[Finding]:
-    """`messages` present and a non-empty array; the other top-level keys of the right type."""
+class _Wording(NamedTuple):
+    holder: str
+    no_messages: str
+    empty_messages: str
+
+
+_WORDING: dict[Kind, _Wording] = {
+    "chat": _Wording(
+        "an example",
+        'each example is {"messages": [...]} with the whole conversation',
+        "add the conversation, ending with the assistant",
+    ),
+    "preference": _Wording(
+        "`input`",
+        '`input` is {"messages": [...]} with the conversation up to the reply',
+        "add the conversation up to the assistant's reply, which the outputs hold",
+    ),
+}
+
+
+def conversation_keys(data: dict[str, Any], kind: Kind) -> Iterator[Finding]:
+    """`messages` present and a non-empty array; the other keys known and of the right type.
+
+    `data` is the conversation: a chat example's top level, or a preference example's input.
+    """
+    prefix, wording = path_prefix(kind), _WORDING[kind]
     messages = data.get("messages")
     if messages is None:
-        yield error(
-            "no `messages`", 'each example is {"messages": [...]} with the whole conversation'
-        )
+        yield error(f"no `{prefix}messages`", wording.no_messages)
     elif not isinstance(messages, list):
-        yield error(f"`messages` is {json_type(messages)}, not an array", "make it a list")
+        yield error(f"`{prefix}messages` is {json_type(messages)}, not an array", "make it a list")
     elif not messages:
-        yield error("`messages` is empty", "add the conversation, ending with the assistant")
+        yield error(f"`{prefix}messages` is empty", wording.empty_messages)
     for key in data:
         if key not in EXAMPLE_KEYS:
             yield warning(
-                f"unknown key `{key}`",
-                "remove it: an example holds messages, tools, parallel_tool_calls and the "
+                f"unknown key `{prefix}{key}`",
+                f"remove it: {wording.holder} holds messages, tools, parallel_tool_calls and the "
                 "deprecated functions",
             )
     parallel = data.get("parallel_tool_calls")
     if parallel is not None and not isinstance(parallel, bool):
         yield error(
-            f"`parallel_tool_calls` is {json_type(parallel)}, not a boolean", "use true or false"
+            f"`{prefix}parallel_tool_calls` is {json_type(parallel)}, not a boolean",
+            "use true or false",
         )
 
 
@@ -93,18 +118,24 @@ def example_keys(data: dict[str, Any]) -> Iterator[Finding]:
 
 def tools_format(example: Example, context: Context) -> Iterator[Finding]:
     """`tools` and `functions` are arrays, not both; `functions` is deprecated; at most 128."""
-    data = example.data
+    data, prefix = example.data, example.prefix
     for key in ("tools", "functions"):
         value = data.get(key)
         if value is not None and not isinstance(value, list):
-            yield error(f"`{key}` is {json_type(value)}, not an array", f"make `{key}` a list")
+            yield error(
+                f"`{prefix}{key}` is {json_type(value)}, not an array",
+                f"make `{prefix}{key}` a list",
+            )
         elif isinstance(value, list) and len(value) > MAX_TOOLS:
             yield error(
-                f"`{key}` has {len(value)} entries; at most {MAX_TOOLS} are allowed",
+                f"`{prefix}{key}` has {len(value)} entries; at most {MAX_TOOLS} are allowed",
                 "offer fewer functions in one example",
             )
     if data.get("tools") is not None and data.get("functions") is not None:
-        yield error("has both `tools` and the legacy `functions`", f"keep one: {CONVERT_LEGACY}")
+        yield error(
+            f"has both `{prefix}tools` and the legacy `{prefix}functions`",
+            f"keep one: {CONVERT_LEGACY}",
+        )
     if example.legacy:
         yield warning(
             "uses the deprecated `functions` format (functions, function_call, role function)",
@@ -117,7 +148,7 @@ def tool_definitions(example: Example, context: Context) -> Iterator[Finding]:
     tools = example.data.get("tools")
     if isinstance(tools, list):
         for index, tool in enumerate(tools):
-            yield from _tool_wrapper(tool, index)
+            yield from _tool_wrapper(tool, f"{example.prefix}tools[{index}]")
     for definition in example.definitions:
         if not isinstance(definition.function, dict):
             yield error(
@@ -138,16 +169,15 @@ def tool_definitions(example: Example, context: Context) -> Iterator[Finding]:
 _DEFINITION = '{"type": "function", "function": {"name", "description", "parameters"}}'
 
 
-def _tool_wrapper(tool: Any, index: int) -> Iterator[Finding]:
+def _tool_wrapper(tool: Any, path: str) -> Iterator[Finding]:
     if isinstance(tool, dict) and tool.get("type") == "function":
         return
-    path = f"tools[{index}]"
     if not isinstance(tool, dict):
         yield error(f"{path} is {json_type(tool)}, not an object", f"write it as {_DEFINITION}")
     elif tool.get("type") != "function":
         kind = tool.get("type")
         yield error(
-            f"{path}: type is {_shown(kind)}; fine-tuning examples take function tools only",
+            f"{path}: type is {shown(kind)}; fine-tuning examples take function tools only",
             f'write it as {_DEFINITION}, with "type": "function"',
         )
 
@@ -182,7 +212,7 @@ def _function_definition(definition: Definition, context: Context) -> Iterator[F
         )
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
     return f"`{value}`" if isinstance(value, str) else json_type(value)
 
 
@@ -194,18 +224,19 @@ def message_roles(example: Example, context: Context) -> Iterator[Finding]:
     for index, message in enumerate(example.messages):
         if not isinstance(message, dict):
             yield error(
-                f"messages[{index}] is {json_type(message)}, not an object",
+                f"{where(example, index)} is {json_type(message)}, not an object",
                 'write it as {"role": ..., "content": ...}',
             )
             continue
         role = message.get("role")
         if role is None:
             yield error(
-                f"messages[{index}] has no role", f"set role to one of {', '.join(ROLES[:5])}"
+                f"{where(example, index)} has no role",
+                f"set role to one of {', '.join(ROLES[:5])}",
             )
         elif role not in ROLES:
             yield error(
-                f"messages[{index}]: role {_shown(role)} is not a valid role",
+                f"{where(example, index)}: role {shown(role)} is not a valid role",
                 f"use one of {', '.join(ROLES[:5])}",
             )
         elif not _plain(message, role):
@@ -261,7 +292,7 @@ def _unknown_keys(
 
 
 def weights(example: Example, context: Context) -> Iterator[Finding]:
-    """`weight` only on assistant messages, only 0 or 1; and something left to train."""
+    """`weight` only on assistant messages, only 0 or 1; and something left to train (chat)."""
     trained = 0
     for index, message in enumerate(example.messages):
         if not isinstance(message, dict):
@@ -294,7 +325,7 @@ def _value(value: Any) -> str:
 
 
 def ends_with_assistant(example: Example, context: Context) -> Iterator[Finding]:
-    """The last message is the assistant's: only assistant messages are trained."""
+    """The last message is the assistant's: only assistant messages are trained (chat)."""
     last = len(example.messages) - 1
     if example.roles[last] != "assistant":
         yield error(
