@@ -92,14 +92,20 @@ def test_unusable_lines_are_skipped_with_their_reason(tmp_path: Path) -> None:
     }
     broken_call = conversation()
     broken_call["messages"][4]["tool_calls"][0]["function"]["arguments"] = {"city": "Oslo"}
+    preference = {
+        "input": {"messages": conversation()["messages"][:1], "tools": conversation()["tools"]},
+        "preferred_output": [{"role": "assistant", "content": "y"}],
+        "non_preferred_output": [{"role": "assistant", "content": "n"}],
+    }
     path = write_jsonl(
         tmp_path / "h.jsonl",
-        ["{not json", legacy, "", no_tools, broken_call, [1, 2], conversation()],
+        ["{not json", legacy, "", no_tools, broken_call, [1, 2], conversation(), preference],
     )
     found = read_cases(path)
-    assert found.examples == 6  # the blank line is not an example
+    assert found.examples == 7  # the blank line is not an example
     reasons = {s.line: s.reason for s in found.skipped}
-    assert set(reasons) == {1, 2, 4, 5, 6}
+    assert set(reasons) == {1, 2, 4, 5, 6, 8}
+    assert "preference (DPO)" in reasons[8]
     assert "invalid JSON" in reasons[1]
     assert "legacy" in reasons[2]
     assert "no tools" in reasons[4]

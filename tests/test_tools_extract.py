@@ -3,6 +3,7 @@ errors."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,9 +88,13 @@ def with_added_property(tool: Tool) -> Tool:
 # --- consistent files ---------------------------------------------------------------------
 
 
-def test_a_consistent_file_gives_its_tools_and_no_differences(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", [example, preference_example], ids=["chat", "preference"])
+def test_a_consistent_file_gives_its_tools_and_no_differences(
+    tmp_path: Path, kind: Callable[..., dict[str, Any]]
+) -> None:
+    """A preference file's tools are those of its examples' `input`."""
     other = function_tool("lookup_order")
-    path = write_lines(tmp_path, [example(weather(), other)] * 3)
+    path = write_lines(tmp_path, [kind(weather(), other)] * 3)
 
     extraction = extract_tools(path)
 
@@ -296,17 +301,6 @@ def test_legacy_and_tools_examples_with_the_same_function_agree(tmp_path: Path) 
 
 
 # --- preference (DPO) files: the tools of the input -----------------------------------------
-
-
-def test_a_preference_file_gives_the_tools_of_its_input(tmp_path: Path) -> None:
-    other = function_tool("lookup_order")
-    path = write_lines(tmp_path, [preference_example(weather(), other)] * 3)
-
-    extraction = extract_tools(path)
-
-    assert extraction.tools == [weather(), other]
-    assert extraction.differences == []
-    assert extraction.examples == 3
 
 
 def test_a_definition_differing_between_preference_examples_names_its_lines(

@@ -23,6 +23,7 @@ from typing import Any, Literal
 from proxy.training.example import Example, read_example
 from proxy.training.findings import Finding
 from proxy.training.reader import is_blank, parse_example, read_lines
+from proxy.training_kinds import kind_of
 
 CaseKind = Literal["tool_call", "no_call"]
 
@@ -101,6 +102,9 @@ def _examples(path: Path) -> Iterator[tuple[int, dict[str, Any] | Finding]]:
 
 def cases_of_example(data: dict[str, Any], line: int) -> list[EvalCase] | Skipped:
     """The cases of one example, or why it has none that can be replayed."""
+    if kind_of(data) == "preference":
+        # Its outputs are text only (the guide's rule): no tool call to compare the answer to.
+        return Skipped(line, "a preference (DPO) example: eval replays chat examples")
     example = read_example(data)
     if example is None:
         return Skipped(line, "the example has no messages")
