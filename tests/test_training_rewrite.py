@@ -387,6 +387,22 @@ def test_a_preference_example_without_an_input_object_fails(
     assert not out.exists()
 
 
+def test_a_field_refused_inside_a_preference_input_is_said_to_be_there(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    line = {
+        "input": {"messages": [{"role": "user", "content": "Hi"}], "tools": "lookup_order"},
+        "preferred_output": [{"role": "assistant", "content": "Yes"}],
+        "non_preferred_output": [{"role": "assistant", "content": "No"}],
+    }
+    train = write_examples(tmp_path / "train.jsonl", [line])
+
+    out = tmp_path / "o.jsonl"
+    assert run_rewrite(train, POLICIES / "support-full.yaml", out, new_call_ids=False) == 1
+
+    assert f"{train}:1: error: in `input`: Invalid type for 'tools'" in capsys.readouterr().err
+
+
 # --- what the policy removes, refuses, and files it cannot read -------------------------------
 
 

@@ -50,7 +50,7 @@ from proxy.training.reader import (
     read_lines,
     starts_with_bom,
 )
-from proxy.training_kinds import conversation
+from proxy.training_kinds import conversation, kind_of
 
 # Ids that say nothing about their call: the fine-tuning guide's "call_id", numbered ones
 # ("call_1", "1"), and the engine's own `call_legacy_N` from translating function_call.
@@ -244,7 +244,13 @@ class _FileRewrite:
         try:
             rewritten = self.rewriter.rewrite(example, new_call_ids=ids)
         except InvalidRequest as exc:
-            self.fail(number, error(exc.message, "run `tuned-proxy training check` on the file"))
+            # The engine names request fields; in a preference example they are under `input`.
+            inside_input = kind_of(example) == "preference" and isinstance(
+                conversation(example), dict
+            )
+            where = "in `input`: " if inside_input else ""
+            fix = "run `tuned-proxy training check` on the file"
+            self.fail(number, error(where + exc.message, fix))
             return None
         self._count(number, example, rewritten)
         if not rewritten.changed:
