@@ -6,9 +6,11 @@ most chunks of a long answer are content deltas and are passed over unparsed.
 What is parsed is decoded into structs that name only the fields read: msgspec passes over
 the rest without building it. Text the structs do not fit (a field of another type: an index
 given as a string, a choice that is not an object, ...) is read as before, parsed whole with
-orjson and walked as dicts. Both ways record the same, but for one case: a number beyond the
-float range (`1e400`) in a field that is not read makes orjson refuse the whole text, where
-msgspec passes over it.
+orjson and walked as dicts. Both ways record the same, but for one case: a number beyond
+the float range (`1e400`) anywhere msgspec passes over it (a field not read, or a value a later
+duplicate key replaces) makes orjson refuse the whole text, where the typed read goes on. So
+such a JSON answer reaches the client (whose SDK reads it), except for a legacy client, whose
+answer is parsed whole by orjson to be translated and is refused as before.
 """
 
 from __future__ import annotations

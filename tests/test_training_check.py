@@ -21,7 +21,7 @@ import pytest
 
 from proxy import jsonutil
 from proxy.training import TrainingFileCheck, run_check
-from proxy.training.check import check_example
+from proxy.training.check import check_example, format_summary
 from proxy.training.cli import add_training_commands
 from proxy.training.reader import UTF8_BOM
 from proxy.training.rules import Context
@@ -479,6 +479,31 @@ def test_a_preference_file_counts_no_assistant_turns(tmp_path: Path) -> None:
     assert (summary.preference_examples, summary.chat_examples) == (10, 0)
     assert (summary.functions, summary.calls) == (1, 10)
     assert (summary.trained_turns, summary.untrained_turns) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("examples", "expected"),
+    [
+        ([preference()] * 3, "3 preference (DPO) examples"),
+        ([preference()] * 3 + ["{not json", [1]], "5 examples: 3 preference (DPO), 2 unreadable"),
+        ([answered_call(), preference()], "2 examples: 1 chat, 1 preference (DPO)"),
+        (["{not json"], "1 examples: 1 unreadable"),
+    ],
+)
+def test_the_summary_names_the_kinds_it_counted(
+    tmp_path: Path, examples: list[Any], expected: str
+) -> None:
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(
+        b"".join(
+            (line.encode() if isinstance(line, str) else jsonutil.dumps(line)) + b"\n"
+            for line in examples
+        )
+    )
+    check = TrainingFileCheck(path)
+    list(check.findings())
+
+    assert format_summary(str(path), check.summary).splitlines()[0] == f"{path}: {expected}"
 
 
 # --- a large file, streamed -------------------------------------------------------------------

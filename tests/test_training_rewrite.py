@@ -267,6 +267,17 @@ def test_a_missing_id_gets_one_in_first_position() -> None:
     assert replaced[1]["tool_calls"][0]["id"] == "call_new"
 
 
+@pytest.mark.parametrize("malformed", [[], {}], ids=["list", "object"])
+def test_an_id_that_is_not_a_string_is_replaced(malformed: Any) -> None:
+    messages = conversation("call_1")
+    messages[1]["tool_calls"][0]["id"] = malformed
+
+    replaced, count = replace_placeholder_ids(messages, iter(["call_new"]))
+
+    assert count == 1
+    assert replaced[1]["tool_calls"][0]["id"] == "call_new"
+
+
 def test_derived_ids_are_unique_and_reproducible() -> None:
     first = [next(ids) for ids in [derived_call_ids(b"1:line")] for _ in range(3)]
     ids = derived_call_ids(b"1:line")

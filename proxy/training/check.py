@@ -262,18 +262,18 @@ def _line_list(lines: list[int], total: int) -> str:
 
 
 def _examples_line(summary: Summary) -> str:
-    """`17 chat examples`: the kind of the file, or of each of its examples when mixed."""
-    counts: dict[Kind, int] = {
-        "chat": summary.chat_examples,
-        "preference": summary.preference_examples,
+    """`17 chat examples`: the kind of the file, or the count of each kind (and of the lines
+    that could not be read as an example) when it is not one kind throughout."""
+    counts = {
+        KIND_NAMES["chat"]: summary.chat_examples,
+        KIND_NAMES["preference"]: summary.preference_examples,
+        "unreadable": summary.examples - summary.chat_examples - summary.preference_examples,
     }
-    kinds = [kind for kind, count in counts.items() if count]
-    if len(kinds) == 1:
-        return f"{summary.examples} {KIND_NAMES[kinds[0]]} examples"
-    if not kinds:
-        return f"{summary.examples} examples"
-    each = ", ".join(f"{counts[kind]} {KIND_NAMES[kind]}" for kind in kinds)
-    return f"{summary.examples} examples: {each}"
+    present = [name for name, count in counts.items() if count]
+    if len(present) == 1 and present[0] != "unreadable":
+        return f"{summary.examples} {present[0]} examples"
+    each = ", ".join(f"{counts[name]} {name}" for name in present)
+    return f"{summary.examples} examples" + (f": {each}" if each else "")
 
 
 def format_summary(file: str, summary: Summary) -> str:

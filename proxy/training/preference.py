@@ -98,9 +98,9 @@ def _output_message(path: str, message: Any) -> Iterator[Finding]:
             "(fine-tuning guide)",
             "give the reply as text in content; train calls with chat examples",
         )
-    elif not isinstance(message.get("content"), str | list):
+    elif not _is_text(message.get("content")):
         yield error(
-            f"{path} has no text: content is {json_type(message.get('content'))}",
+            f"{path} has no text: content is {_content_kind(message.get('content'))}",
             "give the assistant's reply as a string in content",
         )
     for key in message:
@@ -109,6 +109,25 @@ def _output_message(path: str, message: Any) -> Iterator[Finding]:
                 f"{path}: unknown key `{key}`",
                 f"remove it; an output message holds {', '.join(sorted(_OUTPUT_MESSAGE_KEYS))}",
             )
+
+
+def _is_text(content: Any) -> bool:
+    """A string, or a non-empty list of text parts (`{"type": "text", "text": "..."}`)."""
+    if isinstance(content, str):
+        return True
+    return isinstance(content, list) and bool(content) and all(map(_is_text_part, content))
+
+
+def _is_text_part(part: Any) -> bool:
+    return (
+        isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
+    )
+
+
+def _content_kind(content: Any) -> str:
+    if isinstance(content, list) and content:
+        return "a list with parts that are not text"
+    return "an empty list" if isinstance(content, list) else json_type(content)
 
 
 # --- rules of the view: the input ------------------------------------------------------------

@@ -144,7 +144,10 @@ def replace_placeholder_ids(messages: list[Any], new_ids: Iterator[str]) -> tupl
     right call. Returns the messages (the same list when nothing changed) and the count.
     """
     uses = Counter(
-        call.get("id") for message in messages for call in _tool_calls(message) if call is not None
+        _hashable(call.get("id"))
+        for message in messages
+        for call in _tool_calls(message)
+        if call is not None
     )
     new_messages = list(messages)
     replacements: dict[Any, deque[str]] = {}  # old id -> new ids of this turn, in call order
@@ -160,7 +163,8 @@ def replace_placeholder_ids(messages: list[Any], new_ids: Iterator[str]) -> tupl
         if role == "assistant" and isinstance(message.get("tool_calls"), list):
             calls = []
             for call in message["tool_calls"]:
-                if isinstance(call, dict) and is_placeholder(call.get("id"), uses[call.get("id")]):
+                call_id = call.get("id") if isinstance(call, dict) else None
+                if isinstance(call, dict) and is_placeholder(call_id, uses[_hashable(call_id)]):
                     new_id = next(new_ids)
                     replacements.setdefault(_hashable(call.get("id")), deque()).append(new_id)
                     call = _with_id(call, new_id)
