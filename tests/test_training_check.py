@@ -447,6 +447,13 @@ def test_a_clean_preference_example_has_no_findings() -> None:
             ],
         ),
         (
+            lambda e: e.update(preferred_completion=e["preferred_output"]),
+            [
+                "error: both `preferred_completion` and `preferred_output`: the output is "
+                "given twice"
+            ],
+        ),
+        (
             lambda e: e["input"]["messages"].append({"role": "assistant", "content": "Hm."}),
             [
                 "error: `input.messages` ends with input.messages[3] (assistant): the preferred "

@@ -388,13 +388,15 @@ def test_a_preference_example_without_an_input_object_fails(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     line = {"input": "Hi", "preferred_output": [], "non_preferred_output": []}
-    train = write_examples(tmp_path / "train.jsonl", [line])
+    missing = {"preferred_output": [], "non_preferred_output": []}
+    train = write_examples(tmp_path / "train.jsonl", [line, missing])
     out = tmp_path / "o.jsonl"
 
     assert run_rewrite(train, POLICIES / "support-full.yaml", out, new_call_ids=False) == 1
 
     err = capsys.readouterr().err
     assert f"{train}:1: error: Invalid type for 'input': expected an object" in err
+    assert f"{train}:2: error: Missing 'input'" in err
     assert not out.exists()
 
 

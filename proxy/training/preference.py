@@ -29,7 +29,12 @@ _OUTPUT_SHAPE = '[{"role": "assistant", "content": "..."}]'
 def preference_keys(data: dict[str, Any]) -> Iterator[Finding]:
     """`input` an object, both outputs there and well formed, no other key."""
     for key in data:
-        if key in SPEC_OUTPUT_KEYS:
+        if key in SPEC_OUTPUT_KEYS and SPEC_OUTPUT_KEYS[key] in data:
+            yield error(
+                f"both `{key}` and `{SPEC_OUTPUT_KEYS[key]}`: the output is given twice",
+                f"keep {SPEC_OUTPUT_KEYS[key]} and remove {key}",
+            )
+        elif key in SPEC_OUTPUT_KEYS:
             yield warning(
                 f"`{key}` is the API reference's name; the fine-tuning guide names it "
                 f"`{SPEC_OUTPUT_KEYS[key]}`",

@@ -81,6 +81,10 @@ class TrainingRewriter:
         `tools`, a function the policy rejects), or a preference example's input is no object.
         """
         before = conversation(example)
+        if before is None:
+            raise InvalidRequest(
+                "Missing 'input': a preference example holds its conversation there."
+            )
         if not isinstance(before, dict):
             raise invalid_type("input", "an object", before)
         result = rewrite(before, self.policy)
