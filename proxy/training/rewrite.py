@@ -50,7 +50,7 @@ from proxy.training.reader import (
     read_lines,
     starts_with_bom,
 )
-from proxy.training_kinds import conversation, kind_of
+from proxy.training_kinds import conversation
 
 # Ids that say nothing about their call: the fine-tuning guide's "call_id", numbered ones
 # ("call_1", "1"), and the engine's own `call_legacy_N` from translating function_call.
@@ -87,7 +87,14 @@ class TrainingRewriter:
             )
         if not isinstance(before, dict):
             raise invalid_type("input", "an object", before)
-        result = rewrite(before, self.policy)
+        try:
+            result = rewrite(before, self.policy)
+        except InvalidRequest as exc:
+            if before is example:
+                raise
+            # The engine names request fields; in a preference example they are under `input`.
+            param = f"input.{exc.param}" if exc.param else "input"
+            raise InvalidRequest(f"in `input`: {exc.message}", param=param) from exc
         after = result.body
         replaced = 0
         if new_call_ids is not None and isinstance(after.get("messages"), list):
@@ -252,13 +259,7 @@ class _FileRewrite:
         try:
             rewritten = self.rewriter.rewrite(example, new_call_ids=ids)
         except InvalidRequest as exc:
-            # The engine names request fields; in a preference example they are under `input`.
-            inside_input = kind_of(example) == "preference" and isinstance(
-                conversation(example), dict
-            )
-            where = "in `input`: " if inside_input else ""
-            fix = "run `tuned-proxy training check` on the file"
-            self.fail(number, error(where + exc.message, fix))
+            self.fail(number, error(exc.message, "run `tuned-proxy training check` on the file"))
             return None
         self._count(number, example, rewritten)
         if not rewritten.changed:
