@@ -69,7 +69,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from proxy.logs import configure_logging
-    from proxy.server import refuse_open_bind, serve
+    from proxy.server import event_loop_factory, refuse_open_bind, serve
 
     path = _config_path(args)
     runtime = _load_or_report(path)
@@ -83,11 +83,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"tuned-proxy: {refusal}", file=sys.stderr)
         return 2
     drain = args.drain_timeout if args.drain_timeout is not None else server.drain_timeout_s
+    try:
+        new_loop = event_loop_factory(server.event_loop)
+    except RuntimeError as exc:
+        print(f"tuned-proxy: {exc}", file=sys.stderr)
+        return 2
     flush_logs = configure_logging(args.log_level, args.log_format)
     try:
-        asyncio.run(
-            serve(runtime, host, port, config_path=path, watch=args.watch, drain_timeout_s=drain)
-        )
+        with asyncio.Runner(loop_factory=new_loop) as runner:
+            runner.run(
+                serve(
+                    runtime, host, port, config_path=path, watch=args.watch, drain_timeout_s=drain
+                )
+            )
     finally:
         # The last lines ("stopped", or those before a crash) go out before any traceback.
         flush_logs()

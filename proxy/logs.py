@@ -148,6 +148,34 @@ class BufferedBytesLogger:
             self._file.flush()
 
 
+class DirectInfoLines:
+    """Info lines that skip structlog's pipeline, rendered as it renders them: the caller's
+    fields in their order, then `event`, `level` and `timestamp`, as one orjson object.
+
+    For the line every request writes: the pipeline's layers (the bound logger, the level
+    filter, merging the context variables, five processors) cost about 8 µs a line, this
+    about 2. The fields must hold all the line says: bound context variables are not merged.
+    Made by `configure_logging` only where JSON lines at info level are written.
+    """
+
+    __slots__ = ("_buffered", "_timestamp")
+
+    def __init__(self, buffered: BufferedBytesLogger, timestamp: UtcIsoTimestamp) -> None:
+        self._buffered = buffered
+        self._timestamp = timestamp
+
+    def info(self, event: str, fields: EventDict) -> None:
+        """Write `fields` (which becomes the line: the caller gives it up) as an info line."""
+        fields["event"] = event
+        fields["level"] = "info"
+        self._buffered.msg(orjson.dumps(self._timestamp(None, "info", fields), default=str))
+
+
+# Set by `configure_logging`: where an info line may skip the pipeline, None where it may not
+# (console format, a level above info, or logging not configured, as in tests run in process).
+direct_info_lines: DirectInfoLines | None = None
+
+
 class _AfterBufferedLines(logging.StreamHandler):  # type: ignore[type-arg]
     """The standard library's handler, writing its record after the structlog lines that still
     wait, so that the output keeps the order things were logged in."""
@@ -179,17 +207,28 @@ def _formatted(
     return handler
 
 
+def shared_processors(timestamp: UtcIsoTimestamp) -> list[structlog.types.Processor]:
+    """What every line gets, structlog's and the standard library's alike."""
+    return [structlog.contextvars.merge_contextvars, structlog.processors.add_log_level, timestamp]
+
+
+def line_processors(
+    shared: list[structlog.types.Processor], renderer: structlog.types.Processor
+) -> list[structlog.types.Processor]:
+    """structlog's whole pipeline (`DirectInfoLines` renders info lines as it does)."""
+    return [spread_fields, *shared, format_exc_info_if_any, renderer]
+
+
 def configure_logging(level: str = "info", fmt: LogFormat = "json") -> Callable[[], None]:
     """Route structlog and the standard library's loggers (aiohttp's) to stderr in one format.
 
     Returns what writes the JSON lines still waiting (it also runs at exit).
     """
+    global direct_info_lines
     numeric = logging.getLevelNamesMapping()[level.upper()]
-    shared: list[structlog.types.Processor] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        UtcIsoTimestamp(),
-    ]
+    timestamp = UtcIsoTimestamp()
+    shared = shared_processors(timestamp)
+    direct_info_lines = None
     if fmt == "json":
         # orjson renders a log line in well under a µs (the standard json takes ~4 µs); the
         # lines go to stderr as bytes, many in one write.
@@ -203,13 +242,15 @@ def configure_logging(level: str = "info", fmt: LogFormat = "json") -> Callable[
             structlog.processors.JSONRenderer(serializer=_orjson_text),
         )
         flush: Callable[[], None] = buffered.flush
+        if numeric <= logging.INFO:
+            direct_info_lines = DirectInfoLines(buffered, timestamp)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=False)
         factory = structlog.WriteLoggerFactory(file=sys.stderr)
         handler = _formatted(logging.StreamHandler(sys.stderr), shared, renderer)
         flush = sys.stderr.flush
     structlog.configure(
-        processors=[spread_fields, *shared, format_exc_info_if_any, renderer],
+        processors=line_processors(shared, renderer),
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=factory,
         cache_logger_on_first_use=True,

@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 
+from proxy import logs
 from proxy.policy import Policy
 from proxy.rewrite import Change
 
@@ -126,5 +127,9 @@ def log_request(record: RequestRecord) -> None:
         fields["error"] = record.error
     if record.client_disconnected:
         fields["client_disconnected"] = True
-    # One dict, not keyword arguments: see `proxy.logs.spread_fields`.
-    logger.info("request", _fields=fields)
+    direct = logs.direct_info_lines
+    if direct is not None:
+        direct.info("request", fields)
+    else:
+        # One dict, not keyword arguments: see `proxy.logs.spread_fields`.
+        logger.info("request", _fields=fields)

@@ -160,6 +160,28 @@ def bound_port(runner: web.AppRunner) -> int:
     raise RuntimeError("the server is not listening on a TCP port")
 
 
+EventLoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+
+def event_loop_factory(choice: str) -> EventLoopFactory:
+    """What makes the event loop `serve` runs on, by the config's `server.event_loop`.
+
+    `auto` takes uvloop where it is installed (a dependency everywhere but Windows) and
+    asyncio's own loop otherwise; `uvloop` without uvloop installed is a start-up error.
+    """
+    if choice == "asyncio":
+        return asyncio.new_event_loop
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise RuntimeError(
+                "server.event_loop is uvloop, but uvloop is not installed (pip install uvloop)"
+            ) from None
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
+
+
 def tune_gc() -> None:
     """Make the garbage collector cheap for a request/response server.
 
@@ -199,16 +221,17 @@ async def serve(
         idle_timeout_s=runtime.config.server.client_idle_timeout_s,
     )
     tune_gc()
+    loop = asyncio.get_running_loop()
     logger.info(
         "listening",
         host=host,
         port=bound_port(runner),
+        event_loop="uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio",
         config=runtime.path,
         routes=sorted(runtime.routes),
         watch=watch,
     )
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload_config, state, config_path)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import aiohttp
+import yarl
 
 from proxy import __version__, jsonutil
 from proxy.config import (
@@ -27,6 +28,9 @@ from proxy.config import (
     UpstreamConfig,
 )
 from proxy.errors import UpstreamTimeout, UpstreamUnreachable
+
+if TYPE_CHECKING:
+    from proxy.mock_server import FakeExchange
 
 # Response headers that reach the client unchanged: the SDK's retries depend on them.
 PASSTHROUGH_HEADER_PREFIXES = ("x-ratelimit-",)
@@ -51,21 +55,37 @@ def passthrough_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return kept
 
 
-@dataclass
 class UpstreamResponse:
-    """An answer whose body has not been read yet; `close` must be called once done."""
+    """An answer whose body has not been read yet; `close` must be called once done.
 
-    status: int
-    headers: dict[str, str]
-    content_type: str
-    chunks: AsyncIterator[bytes]
-    close: Callable[[], Awaitable[None]]
-    # Reads a body of known, small enough length in one go (None: not such a body).
-    read_whole: Callable[[int], Awaitable[bytes | None]] | None = None
-    wait_seconds: float = 0.0  # time spent waiting on the upstream for body bytes
+    Each kind of upstream subclasses it with how its body arrives, is read whole and is let go.
+    """
 
-    def __post_init__(self) -> None:
-        self.chunks = self._timed(self.chunks)
+    __slots__ = ("_chunks", "content_type", "headers", "status", "wait_seconds")
+
+    def __init__(self, status: int, headers: dict[str, str], content_type: str) -> None:
+        self.status = status
+        self.headers = headers
+        self.content_type = content_type
+        self.wait_seconds = 0.0  # time spent waiting on the upstream for body bytes
+        self._chunks: AsyncIterator[bytes] | None = None
+
+    @property
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives (one iterator per answer, made on first use)."""
+        if self._chunks is None:
+            self._chunks = self._timed(self._body_chunks())
+        return self._chunks
+
+    def _body_chunks(self) -> AsyncIterator[bytes]:
+        raise NotImplementedError
+
+    async def _read_whole(self, limit: int) -> bytes | None:
+        """The body in one read, where the kind can tell it is small enough; else None."""
+        return None
+
+    async def close(self) -> None:
+        return None
 
     async def _timed(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         iterator = aiter(chunks)
@@ -80,14 +100,13 @@ class UpstreamResponse:
             yield chunk
 
     async def read(self, limit: int) -> bytes:
-        if self.read_whole is not None:
-            started = time.perf_counter()
-            try:
-                whole = await self.read_whole(limit)
-            finally:
-                self.wait_seconds += time.perf_counter() - started
-            if whole is not None:
-                return whole
+        started = time.perf_counter()
+        try:
+            whole = await self._read_whole(limit)
+        finally:
+            self.wait_seconds += time.perf_counter() - started
+        if whole is not None:
+            return whole
         parts: list[bytes] = []
         size = 0
         async for chunk in self.chunks:
@@ -99,6 +118,42 @@ class UpstreamResponse:
                 )
             parts.append(chunk)
         return b"".join(parts)
+
+
+class _HttpAnswer(UpstreamResponse):
+    """An aiohttp response from an HTTP upstream."""
+
+    __slots__ = ("_name", "_response")
+
+    def __init__(self, response: aiohttp.ClientResponse, name: str) -> None:
+        super().__init__(
+            response.status,
+            passthrough_headers(response.headers),
+            response.headers.get("Content-Type", ""),
+        )
+        self._response = response
+        self._name = name
+
+    def _body_chunks(self) -> AsyncIterator[bytes]:
+        return _http_chunks(self._response, self._name)
+
+    async def _read_whole(self, limit: int) -> bytes | None:
+        """Only a body whose length is declared, within `limit` and not compressed (a
+        compressed body's length says nothing of its size): no chunk-by-chunk loop."""
+        response = self._response
+        length = response.content_length
+        if length is None or length > limit or response.headers.get("Content-Encoding"):
+            return None
+        with _read_failures(self._name):
+            return await response.read()
+
+    async def close(self) -> None:
+        # release() keeps a fully read connection for reuse; close() drops a half-read one.
+        response = self._response
+        if response.content.at_eof():
+            response.release()
+        else:
+            response.close()
 
 
 def chat_url(upstream: UpstreamConfig, model: str) -> str:
@@ -133,11 +188,53 @@ def auth_headers(upstream: UpstreamConfig) -> dict[str, str] | None:
     return {"Authorization": f"Bearer {key}"}
 
 
+@dataclass(frozen=True, slots=True)
+class _Endpoint:
+    """What every request to one upstream and model sends alike: worked out on the first
+    request after a (re)load, not on every one."""
+
+    upstream: UpstreamConfig  # held, so that its id, which keys the cache, is not reused
+    url: yarl.URL
+    headers: dict[str, str]  # all but Accept and X-Request-Id
+    timeout: aiohttp.ClientTimeout
+    missing_key: str | None  # why no request can be sent (a key the kind needs is unset)
+
+
+def _endpoint(upstream: UpstreamConfig, upstream_name: str, model: str) -> _Endpoint:
+    credential = auth_headers(upstream)
+    missing_key = None
+    if credential is None:
+        env = getattr(upstream, "api_key_env", "")
+        missing_key = (
+            f"upstream {upstream_name!r} has no API key: environment variable {env} is not set"
+        )
+    return _Endpoint(
+        upstream=upstream,
+        url=yarl.URL(chat_url(upstream, model)),
+        headers={
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            **(credential or {}),
+        },
+        timeout=aiohttp.ClientTimeout(
+            total=upstream.timeout_s,
+            connect=upstream.connect_timeout_s,
+            sock_read=upstream.idle_timeout_s,
+        ),
+        missing_key=missing_key,
+    )
+
+
+# Endpoints kept at most; each reload makes new ones, so the cache starts again beyond this.
+MAX_ENDPOINTS = 1024
+
+
 class Upstreams:
     """Sends requests to upstreams. Create with `start()`, release with `close()`."""
 
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
+        self._endpoints: dict[tuple[int, str, str], _Endpoint] = {}
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300)
@@ -174,36 +271,31 @@ class Upstreams:
             return await _send_mock(body, request_id)
         return await self._send_http(target, body, request_id)
 
+    def _endpoint_for(self, target: Target) -> _Endpoint:
+        key = (id(target.upstream), target.upstream_name, target.model)
+        endpoint = self._endpoints.get(key)
+        if endpoint is None:
+            if len(self._endpoints) >= MAX_ENDPOINTS:
+                self._endpoints.clear()
+            endpoint = _endpoint(target.upstream, target.upstream_name, target.model)
+            self._endpoints[key] = endpoint
+        return endpoint
+
     async def _send_http(
         self, target: Target, body: dict[str, Any], request_id: str
     ) -> UpstreamResponse:
         assert self._session is not None, "Upstreams.start() was not called"
-        upstream = target.upstream
-        credential = auth_headers(upstream)
-        if credential is None:
-            env = getattr(upstream, "api_key_env", "")
-            raise UpstreamUnreachable(
-                f"upstream {target.upstream_name!r} has no API key: "
-                f"environment variable {env} is not set"
-            )
+        endpoint = self._endpoint_for(target)
+        if endpoint.missing_key is not None:
+            raise UpstreamUnreachable(endpoint.missing_key)
         headers = {
-            "Content-Type": "application/json",
+            **endpoint.headers,
             "Accept": "text/event-stream" if body.get("stream") else "application/json",
-            "User-Agent": USER_AGENT,
             "X-Request-Id": request_id,
-            **credential,
         }
-        timeout = aiohttp.ClientTimeout(
-            total=upstream.timeout_s,
-            connect=upstream.connect_timeout_s,
-            sock_read=upstream.idle_timeout_s,
-        )
         try:
             response = await self._session.post(
-                chat_url(upstream, target.model),
-                data=jsonutil.dumps(body),
-                headers=headers,
-                timeout=timeout,
+                endpoint.url, data=jsonutil.dumps(body), headers=headers, timeout=endpoint.timeout
             )
         except TimeoutError as exc:
             raise UpstreamTimeout(f"upstream {target.upstream_name!r} timed out") from exc
@@ -218,40 +310,7 @@ class Upstreams:
                 f"({type(exc).__name__})",
                 reason="disconnected",
             ) from exc
-        return UpstreamResponse(
-            status=response.status,
-            headers=passthrough_headers(response.headers),
-            content_type=response.headers.get("Content-Type", ""),
-            chunks=_http_chunks(response, target.upstream_name),
-            close=_closer(response),
-            read_whole=_whole_reader(response, target.upstream_name),
-        )
-
-
-def _closer(response: aiohttp.ClientResponse) -> Callable[[], Awaitable[None]]:
-    async def close() -> None:
-        # release() keeps a fully read connection for reuse; close() drops a half-read one.
-        if response.content.at_eof():
-            response.release()
-        else:
-            response.close()
-
-    return close
-
-
-def _whole_reader(
-    response: aiohttp.ClientResponse, name: str
-) -> Callable[[int], Awaitable[bytes | None]]:
-    async def read_whole(limit: int) -> bytes | None:
-        """The body in one read when its length is declared, within `limit` and not compressed
-        (a compressed body's length says nothing of its size): no chunk-by-chunk loop."""
-        length = response.content_length
-        if length is None or length > limit or response.headers.get("Content-Encoding"):
-            return None
-        with _read_failures(name):
-            return await response.read()
-
-    return read_whole
+        return _HttpAnswer(response, target.upstream_name)
 
 
 async def _http_chunks(response: aiohttp.ClientResponse, name: str) -> AsyncIterator[bytes]:
@@ -277,28 +336,32 @@ def _read_failures(name: str) -> Iterator[None]:
         ) from exc
 
 
-async def _send_mock(body: dict[str, Any], request_id: str) -> UpstreamResponse:
-    # Imported here: the fake model is only needed by configs that use `kind: mock`.
-    from proxy.mock_server import fake_exchange
+class _MockAnswer(UpstreamResponse):
+    """An answer of the built-in fake model, made in process."""
 
-    exchange = await fake_exchange(body, {"x-request-id": request_id})
+    __slots__ = ("_exchange",)
 
-    async def chunks() -> AsyncIterator[bytes]:
+    def __init__(self, exchange: FakeExchange) -> None:
+        headers = exchange.headers
+        super().__init__(
+            exchange.status,
+            passthrough_headers(headers),
+            headers.get("content-type", headers.get("Content-Type", "")),
+        )
+        self._exchange = exchange
+
+    async def _body_chunks(self) -> AsyncIterator[bytes]:
         try:
-            async for chunk in exchange.chunks:
+            async for chunk in self._exchange.chunks:
                 yield chunk
         except ConnectionResetError as exc:
             raise UpstreamUnreachable(
                 "upstream 'mock' broke the connection", reason="broken_stream"
             ) from exc
 
-    async def close() -> None:
-        return None
 
-    return UpstreamResponse(
-        status=exchange.status,
-        headers=passthrough_headers(exchange.headers),
-        content_type=exchange.headers.get("content-type", exchange.headers.get("Content-Type", "")),
-        chunks=chunks(),
-        close=close,
-    )
+async def _send_mock(body: dict[str, Any], request_id: str) -> UpstreamResponse:
+    # Imported here: the fake model is only needed by configs that use `kind: mock`.
+    from proxy.mock_server import fake_exchange
+
+    return _MockAnswer(await fake_exchange(body, {"x-request-id": request_id}))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -167,3 +168,38 @@ async def test_a_request_in_flight_finishes_on_the_config_it_started_with(tmp_pa
         ]
         assert {event["model"] for event in events} == {"ft-slow-100"}
         assert rest.endswith(b"data: [DONE]\n\n")
+
+
+@pytest.mark.parametrize(
+    ("choice", "loop"), [(None, "uvloop"), ("uvloop", "uvloop"), ("asyncio", "asyncio")]
+)
+async def test_serve_runs_on_the_configured_event_loop(
+    tmp_path: Path, choice: str | None, loop: str
+) -> None:
+    settings = config("model-one")
+    if choice is not None:
+        settings["server"] = {"event_loop": choice}
+    path = tmp_path / "tuned-proxy.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    async with serving(path) as server, aiohttp.ClientSession() as session:
+        listening = next(line for line in server.lines if line["event"] == "listening")
+        assert listening["event_loop"] == loop
+        assert await server.answered_model(session) == "model-one"
+        server.proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(20):
+            assert await server.proc.wait() == 0
+
+
+def test_uvloop_asked_for_but_not_installed_is_a_start_up_error(tmp_path: Path) -> None:
+    path = tmp_path / "tuned-proxy.yaml"
+    path.write_text(yaml.safe_dump({**config("m"), "server": {"event_loop": "uvloop"}}))
+    # A Python where `import uvloop` fails, as on a platform uvloop does not support.
+    script = (
+        "import sys; sys.modules['uvloop'] = None; from proxy.cli import main; "
+        f"sys.exit(main(['serve', '-c', {str(path)!r}, '--port', '0']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "server.event_loop is uvloop, but uvloop is not installed" in done.stderr

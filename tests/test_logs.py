@@ -7,7 +7,10 @@ import datetime
 import io
 import json
 import logging
+import re
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,7 +19,15 @@ import pytest
 import structlog
 import yaml
 
-from proxy.logs import BufferedBytesLogger, UtcIsoTimestamp, render_json, spread_fields
+from proxy.logs import (
+    BufferedBytesLogger,
+    DirectInfoLines,
+    UtcIsoTimestamp,
+    line_processors,
+    render_json,
+    shared_processors,
+    spread_fields,
+)
 from proxy.logs import _AfterBufferedLines as AfterBufferedLines
 from tests.conftest import eventually
 from tests.test_lifecycle import config, serving
@@ -121,3 +132,44 @@ async def test_the_lines_waiting_are_written_when_the_proxy_stops(tmp_path: Path
     lines = server.lines + [json.loads(raw) for raw in rest.splitlines()]
     assert [line["event"] for line in lines].count("request") == 5
     assert lines[-1]["event"] == "stopped"
+
+
+def test_a_direct_info_line_is_the_line_the_pipeline_writes() -> None:
+    timestamp = UtcIsoTimestamp()
+    pipeline = structlog.wrap_logger(
+        structlog.ReturnLogger(),
+        processors=line_processors(shared_processors(timestamp), render_json),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+    )
+    fields = {"request_id": "r-1", "status": 200, "tokens": {"prompt_tokens": 3}, "odd": Path("p")}
+    out = io.BytesIO()
+    DirectInfoLines(BufferedBytesLogger(out), timestamp).info("request", dict(fields))
+    direct = json.loads(out.getvalue())
+    through_pipeline = json.loads(pipeline.info("request", _fields=dict(fields)))
+    assert list(direct) == list(through_pipeline) == [*fields, "event", "level", "timestamp"]
+    assert {**direct, "timestamp": "-"} == {**through_pipeline, "timestamp": "-"}
+    assert (direct["event"], direct["level"], direct["odd"]) == ("request", "info", "p")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", direct["timestamp"])
+
+
+def request_line_written(level: str, fmt: str) -> str:
+    """What a process configured with this level and format writes for one request's line."""
+    script = (
+        "from proxy.logs import configure_logging; "
+        "from proxy.record import RequestRecord, log_request; "
+        f"configure_logging({level!r}, {fmt!r}); "
+        "log_request(RequestRecord(request_id='req-direct', path='/v1/chat/completions'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    return done.stderr
+
+
+def test_the_request_line_follows_the_configured_level_and_format() -> None:
+    line = json.loads(request_line_written("info", "json"))
+    assert (line["event"], line["level"], line["request_id"]) == ("request", "info", "req-direct")
+    assert request_line_written("warning", "json") == ""
+    console = request_line_written("debug", "console")
+    assert "request_id=req-direct" in console
+    assert not console.lstrip().startswith("{")
