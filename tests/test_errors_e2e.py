@@ -9,6 +9,8 @@ import openai
 import pytest
 from multidict import CIMultiDict
 
+from proxy.reload import reload_config
+from proxy.state import STATE
 from tests.conftest import (
     CLIENT_KEY,
     UPSTREAM_KEY,
@@ -272,3 +274,19 @@ async def test_the_proxy_serves_the_next_request_after_failures(faulty: RunningP
     status, _, payload = await post(faulty, {"model": "chat", "messages": MESSAGES})
     assert status == 200
     assert payload["choices"]
+
+
+async def test_an_upstream_key_set_later_is_read_at_the_next_reload(
+    faulty: RunningProxy, fake_upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Keys are read from the environment once per load, as client keys are: not per request.
+    status, _, _ = await post(faulty, {"model": "keyless", "messages": MESSAGES})
+    assert status == 502
+    monkeypatch.setenv("TUNED_PROXY_TEST_UNSET_KEY", "sk-upstream-set-later")
+    status, _, payload = await post(faulty, {"model": "keyless", "messages": MESSAGES})
+    assert status == 502
+    assert "TUNED_PROXY_TEST_UNSET_KEY is not set" in payload["error"]["message"]
+    assert reload_config(faulty.app[STATE], faulty.config_path)
+    status, _, payload = await post(faulty, {"model": "keyless", "messages": MESSAGES})
+    assert status == 200
+    assert fake_upstream.last.headers["authorization"] == "Bearer sk-upstream-set-later"
