@@ -52,8 +52,8 @@ class ServerConfig(_Strict):
     client_idle_timeout_s: float = Field(
         75.0, gt=0, description="a client connection that sends no request for this long closes"
     )
-    # uvloop's loop costs the proxy about 7 % less CPU per request than asyncio's (README,
-    # Performance); `asyncio` is there for debugging and for platforms without uvloop.
+    # uvloop's loop takes 1-7 % off the CPU per request (README, Performance); `asyncio` is
+    # there for debugging and for platforms without uvloop.
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         "auto", description="auto: uvloop where it is installed, else asyncio's own loop"
     )
