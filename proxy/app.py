@@ -19,11 +19,13 @@ from proxy.config import Runtime
 from proxy.errors import (
     AuthenticationFailed,
     BodyTooLarge,
+    ExpectationFailed,
     HeadersTooLarge,
     InternalError,
     MethodNotAllowed,
     NotFound,
     ProxyError,
+    echo,
 )
 from proxy.handler import chat_completions
 from proxy.metrics import Metrics
@@ -36,6 +38,7 @@ from proxy.upstream import Upstreams
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+SERVER_NAME = "tuned-proxy"  # the `Server` header: no versions for a scanner to match
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request the client abandoned
 # A client's request id is echoed only if it is short and printable (it goes into headers and logs).
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
@@ -73,11 +76,24 @@ def error_response(exc: ProxyError, request_id: str) -> web.Response:
 def _as_proxy_error(exc: web.HTTPException) -> ProxyError:
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return BodyTooLarge("The request body is too large.")
-    if isinstance(exc, web.HTTPMethodNotAllowed):
-        return MethodNotAllowed(f"Method {exc.method} is not allowed on this path.")
-    if isinstance(exc, web.HTTPNotFound):
-        return NotFound("Unknown path. The proxy serves POST /v1/chat/completions.")
     return InternalError(exc.reason)
+
+
+def check_expectation(request: web.Request) -> None:
+    """An `Expect` other than `100-continue` is refused (after the key was checked).
+
+    aiohttp would answer it before any middleware runs (`100 Continue` to anyone, or a plain
+    417 quoting the header); every route defers to here instead (`defer_expectation`), and the
+    body is invited only when the handler reads it (`request.read_body`).
+    """
+    expect = request.headers.get("Expect")
+    if expect is not None and expect.lower() != "100-continue":
+        raise ExpectationFailed("The proxy meets no expectation but 100-continue.")
+
+
+async def defer_expectation(request: web.Request) -> None:
+    """Every route's `expect_handler`: nothing before the middleware (see `check_expectation`)."""
+    return None
 
 
 @web.middleware
@@ -94,6 +110,8 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         check_header_size(request, runtime.config.server.max_header_bytes)
         if runtime.client_keys and request.path not in PUBLIC_PATHS:
             authenticate(request, runtime.client_keys)
+        if "Expect" in request.headers:
+            check_expectation(request)
         response = await handler(request)
     except ProxyError as exc:
         response = error_response(exc, record.request_id)
@@ -118,6 +136,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         structlog.contextvars.unbind_contextvars("request_id")
     if not response.prepared:
         response.headers["x-request-id"] = record.request_id
+        response.headers["Server"] = SERVER_NAME
         record.status = response.status
         record.ended = time.perf_counter()  # the client's download is not the proxy's time
         await send_now(request, response, record)
@@ -181,19 +200,32 @@ def check_arguments(
 
 
 def key_matches(presented: str, keys: tuple[str, ...]) -> bool:
-    """Constant-time comparison against every configured key (no early exit)."""
+    """Constant-time comparison against every configured key (no early exit).
+
+    aiohttp decodes header bytes that are not UTF-8 as lone surrogates: they are compared as
+    the bytes they were, never an error.
+    """
+    given = presented.encode("utf-8", "surrogateescape")
     matched = False
     for key in keys:
-        matched |= hmac.compare_digest(presented.encode(), key.encode())
+        matched |= hmac.compare_digest(given, key.encode())
     return matched
 
 
+CREDENTIAL_HEADERS = ("Authorization", "api-key")
+
+
 def presented_key(request: web.Request) -> str:
-    authorization = request.headers.get("Authorization", "")
+    headers = request.headers
+    for name in CREDENTIAL_HEADERS:
+        if len(headers.getall(name, ())) > 1:
+            # Two credentials: which one a server in front or behind would read is anyone's guess.
+            raise AuthenticationFailed(f"The request sends the {name} header more than once.")
+    authorization = headers.get("Authorization", "")
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
-    return request.headers.get("api-key", "").strip()
+    return headers.get("api-key", "").strip()
 
 
 def authenticate(request: web.Request, keys: tuple[str, ...]) -> None:
@@ -231,21 +263,49 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready"})
 
 
+CHAT_PATHS = (
+    "/v1/chat/completions",
+    "/chat/completions",
+    "/openai/v1/chat/completions",
+    "/openai/deployments/{deployment}/chat/completions",
+    "/openai/v1/deployments/{deployment}/chat/completions",
+)
+MODELS_PATHS = ("/v1/models", "/models", "/openai/models", "/openai/v1/models")
+# What a 404 lists: the paths an application is meant to use.
+SERVED = (
+    "POST /v1/chat/completions (Azure: /openai/deployments/{name}/chat/completions), GET /v1/models"
+)
+
+
+async def unknown_path(request: web.Request) -> web.StreamResponse:
+    """Every request no route serves: 405 where the path is served for another method, else
+    404 naming what is served. A route of its own (not aiohttp's 404) so that its `Expect`
+    waits for the middleware too."""
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource is not request.match_info.route.resource:
+            _, methods = await resource.resolve(request)
+            allowed |= methods
+    if allowed:
+        raise MethodNotAllowed(
+            f"Method {echo(request.method)} is not allowed on this path "
+            f"(allowed: {', '.join(sorted(allowed))})."
+        )
+    raise NotFound(f"Unknown path. The proxy serves {SERVED}.")
+
+
 def add_routes(app: web.Application) -> None:
-    chat_paths = (
-        "/v1/chat/completions",
-        "/chat/completions",
-        "/openai/v1/chat/completions",
-        "/openai/deployments/{deployment}/chat/completions",
-        "/openai/v1/deployments/{deployment}/chat/completions",
-    )
-    for path in chat_paths:
-        app.router.add_post(path, chat_completions)
-    for path in ("/v1/models", "/models", "/openai/models", "/openai/v1/models"):
-        app.router.add_get(path, list_models)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
+    def add(method: str, path: str, handler: Handler) -> None:
+        app.router.add_route(method, path, handler, expect_handler=defer_expectation)
+
+    for path in CHAT_PATHS:
+        add("POST", path, chat_completions)
+    for path in MODELS_PATHS:
+        add("GET", path, list_models)
+    add("GET", "/metrics", metrics)
+    add("GET", "/healthz", healthz)
+    add("GET", "/readyz", readyz)
+    add("*", "/{path:.*}", unknown_path)  # last: every other path and method
 
 
 def build_app(

@@ -10,6 +10,18 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+# A client's string quoted in an error or a log line is cut to this many characters: a 3 MB
+# model name must not come back whole in a 404 body nor fill a log line.
+MAX_ECHOED_CHARS = 256
+
+
+def echo(text: str, limit: int = MAX_ECHOED_CHARS) -> str:
+    """`text` as an error or a log line may quote it: at most `limit` characters, and a note
+    of how many more there were."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters)"
+
 
 class ProxyError(Exception):
     """Base class: a failure with an OpenAI-shaped body and a status code."""
@@ -44,6 +56,14 @@ class InvalidRequest(ProxyError):
     error_type = "invalid_request_error"
 
 
+def nested_too_deeply() -> InvalidRequest:
+    """JSON nested deeper than the proxy parses (about 1000 levels) or writes (254 levels)."""
+    return InvalidRequest(
+        "We could not parse the JSON body of your request (nested too deeply).",
+        code="invalid_json",
+    )
+
+
 class AuthenticationFailed(ProxyError):
     status = 401
     error_type = "invalid_request_error"
@@ -58,7 +78,7 @@ class ModelNotFound(ProxyError):
     @classmethod
     def for_model(cls, model: str) -> ModelNotFound:
         return cls(
-            f"The model `{model}` does not exist or you do not have access to it.",
+            f"The model `{echo(model)}` does not exist or you do not have access to it.",
             param="model",
         )
 
@@ -67,6 +87,18 @@ class NotFound(ProxyError):
     status = 404
     error_type = "invalid_request_error"
     default_code = "not_found"
+
+
+class ExpectationFailed(ProxyError):
+    status = 417
+    error_type = "invalid_request_error"
+    default_code = "expectation_failed"
+
+
+class UriTooLong(ProxyError):
+    status = 414
+    error_type = "invalid_request_error"
+    default_code = "uri_too_long"
 
 
 class MethodNotAllowed(ProxyError):

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from proxy.config import Route, Target
-from proxy.errors import ProxyError, UpstreamFailure
+from proxy.errors import UpstreamFailure
 from proxy.record import Attempt, RequestRecord
 from proxy.relay import StreamRelay, ask_for_stream_usage, relay_error, relay_json
 from proxy.request import parse_chat_body, read_body, requested_model
@@ -96,9 +96,9 @@ async def forward(
         started = time.perf_counter()
         try:
             answer = await upstreams.send(target, result.body, record.request_id)
-        except ProxyError as exc:
+        except UpstreamFailure as exc:
             attempt.error = exc.message
-            attempt.reason = exc.reason if isinstance(exc, UpstreamFailure) else "connect"
+            attempt.reason = exc.reason
             if is_last:
                 raise
             continue

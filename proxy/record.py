@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 
 from proxy import logs
+from proxy.errors import MAX_ECHOED_CHARS, echo
 from proxy.policy import Policy
 from proxy.rewrite import Change
 
@@ -94,6 +95,21 @@ def _token_counts(usage: dict[str, Any]) -> dict[str, int]:
     return counts
 
 
+# A log line names at most this many answered calls: an upstream can answer any number.
+MAX_LOGGED_CALLS = 64
+
+
+def logged_names(names: list[str]) -> list[str]:
+    """Function names as the log line holds them: each cut to `MAX_ECHOED_CHARS`, at most
+    `MAX_LOGGED_CALLS` of them (the answer's names come from the model, so from anyone)."""
+    if len(names) <= MAX_LOGGED_CALLS and all(len(name) <= MAX_ECHOED_CHARS for name in names):
+        return names
+    kept = [echo(name) for name in names[:MAX_LOGGED_CALLS]]
+    if len(names) > MAX_LOGGED_CALLS:
+        kept.append(f"… ({len(names) - MAX_LOGGED_CALLS} more calls)")
+    return kept
+
+
 def log_request(record: RequestRecord) -> None:
     """The one log line of a request (fields, never content)."""
     total = record.elapsed()
@@ -120,7 +136,7 @@ def log_request(record: RequestRecord) -> None:
     if record.finish_reasons:
         fields["finish_reasons"] = record.finish_reasons
     if record.tool_calls:
-        fields["tool_calls"] = record.tool_calls
+        fields["tool_calls"] = logged_names(record.tool_calls)
     if len(record.attempts) > 1 or (record.attempts and record.attempts[0].error):
         fields["attempts"] = [asdict(attempt) for attempt in record.attempts]
     if record.error:

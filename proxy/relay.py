@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -66,7 +66,8 @@ async def relay_error(
     answer: UpstreamResponse, headers: Mapping[str, str], record: RequestRecord
 ) -> web.Response:
     """An upstream 4xx/5xx, passed through with its body when that body is OpenAI-shaped."""
-    raw = await read_answer(answer, MAX_ERROR_BYTES, record)
+    # An upstream may quote the credential it was sent: the client must never see it.
+    raw = answer.redact(await read_answer(answer, MAX_ERROR_BYTES, record))
     if answer.status in UPSTREAM_AUTH_STATUSES:
         message = (
             f"The upstream refused the proxy's credentials (HTTP {answer.status}); "
@@ -155,6 +156,7 @@ class StreamRelay:
         self.saw_done = False
         self.saw_error = False
         self.saw_garbage = False
+        self.redact: Callable[[bytes], bytes] = _unchanged  # the answer's, once it runs
 
     async def run(
         self, request: web.Request, answer: UpstreamResponse, headers: Mapping[str, str]
@@ -165,6 +167,7 @@ class StreamRelay:
         )
         await response.prepare(request)
         self.record.status = answer.status
+        self.redact = answer.redact
         try:
             await self._pump(answer, response)
         except ConnectionResetError:
@@ -210,6 +213,7 @@ class StreamRelay:
             if data.startswith(DONE):
                 self.saw_done = True
             elif data.startswith(b'{"error"'):
+                event = self.redact(event)
                 self.saw_error = True
                 self.record.error = "the upstream ended the stream with an error event"
                 blame_upstream(self.record, "error_event", self.record.error)
@@ -235,6 +239,10 @@ class StreamRelay:
         reason = error.reason if isinstance(error, UpstreamFailure) else "broken_stream"
         blame_upstream(self.record, reason, error.message)
         await response.write(format_event(jsonutil.dumps(error.body())))
+
+
+def _unchanged(data: bytes) -> bytes:
+    return data
 
 
 def looks_like_json_object(data: bytes) -> bool:

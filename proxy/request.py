@@ -13,10 +13,11 @@ from typing import Any
 
 import msgspec
 from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError
 
 from proxy import jsonutil
 from proxy.cache import BoundedCache
-from proxy.errors import BodyTooLarge, InvalidRequest, RequestTimeout
+from proxy.errors import BodyTooLarge, InvalidRequest, RequestTimeout, nested_too_deeply
 
 # The body's top level as field name -> the field's JSON text (validated, not decoded).
 _TOP_LEVEL = msgspec.json.Decoder(dict[str, msgspec.Raw])
@@ -30,12 +31,37 @@ async def read_body(request: web.Request, max_bytes: int, timeout_s: float) -> b
     try:
         if request.content.is_eof():
             return await request.read()  # already all here: no timer to arm and cancel
+        if request.headers.get("Expect", "").lower() == "100-continue":
+            await invite_body(request)
         async with asyncio.timeout(timeout_s):
             return await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
         raise BodyTooLarge(f"The request body is larger than {max_bytes} bytes.") from exc
     except TimeoutError as exc:
         raise RequestTimeout(f"The request body did not arrive within {timeout_s:g} s.") from exc
+    except web.RequestPayloadError as exc:
+        raise unreadable_body(exc) from exc
+
+
+async def invite_body(request: web.Request) -> None:
+    """Answer `Expect: 100-continue` now that the request passed the checks before its body
+    (aiohttp would have answered it before them: see `app.check_expectation`)."""
+    if request.version >= (1, 1):
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # as aiohttp does: the answer itself has not started
+
+
+def unreadable_body(exc: web.RequestPayloadError) -> InvalidRequest:
+    """A body aiohttp could not read: not in its declared encoding, or badly framed."""
+    if isinstance(exc.__cause__, ContentEncodingError):
+        return InvalidRequest(
+            "The request body is not in the encoding its Content-Encoding header declares.",
+            code="invalid_encoding",
+        )
+    return InvalidRequest(
+        "The request body could not be read (its length or chunked framing is wrong).",
+        code="invalid_body",
+    )
 
 
 class ToolLists:
@@ -71,7 +97,10 @@ class ToolLists:
             return value
         # Its text as the proxy serialises it, not the client's: what reaches the upstream is
         # what the proxy read (a duplicate key, say, is gone), as for any other field.
-        shared = jsonutil.JsonList(value, jsonutil.dumps(value))
+        try:
+            shared = jsonutil.JsonList(value, jsonutil.dumps(value))
+        except TypeError as exc:  # orjson writes 254 levels of the ~1000 it reads
+            raise nested_too_deeply() from exc
         if len(text) <= self._lists.max_bytes:  # what the cache refuses, the shortcut does too
             self._lists.put(text, shared)
             self._last = (text, shared)
@@ -108,10 +137,7 @@ def _decode_fields(raw: bytes, parse_tools: Callable[[bytes], Any]) -> dict[str,
     except msgspec.ValidationError as exc:  # valid JSON, not an object
         raise InvalidRequest("The request body must be a JSON object.") from exc
     except RecursionError as exc:  # msgspec walks nested values on the interpreter's stack
-        raise InvalidRequest(
-            "We could not parse the JSON body of your request (nested too deeply).",
-            code="invalid_json",
-        ) from exc
+        raise nested_too_deeply() from exc
     # msgspec leaves a key's UTF-8 to Python, which raises UnicodeDecodeError.
     except (msgspec.DecodeError, jsonutil.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidRequest(

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from proxy.config import Route, Runtime, Target
-from proxy.errors import InvalidRequest, ModelNotFound
+from proxy.errors import InvalidRequest, ModelNotFound, echo
 
 VARIANT_HEADER = "x-tuned-proxy-variant"
 
@@ -66,7 +66,7 @@ def select_variant(
         if variant is None:
             names = ", ".join(v.name for v in route.variants)
             raise InvalidRequest(
-                f"route {route.name!r} has no variant {pinned!r} (variants: {names})",
+                f"route {route.name!r} has no variant {echo(pinned)!r} (variants: {names})",
                 param=VARIANT_HEADER,
                 code="unknown_variant",
             )

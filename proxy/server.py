@@ -6,20 +6,21 @@ import asyncio
 import gc
 import ipaddress
 import signal
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import structlog
 from aiohttp import web
-from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.http_exceptions import BadHttpMessage, ContentEncodingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from proxy import jsonutil
-from proxy.app import build_app, record_unparsed
+from proxy.app import SERVER_NAME, build_app, record_unparsed
 from proxy.config import Runtime, ServerConfig
-from proxy.errors import HeadersTooLarge, InternalError, InvalidRequest, ProxyError
+from proxy.errors import HeadersTooLarge, InternalError, InvalidRequest, ProxyError, UriTooLong
 from proxy.reload import reload_config, watch_config
 from proxy.state import STATE
 
@@ -57,17 +58,33 @@ def refuse_open_bind(runtime: Runtime, host: str, allow_unauthenticated: bool) -
 
 def unparsed_request_error(status: int, exc: BaseException | None) -> ProxyError:
     """The OpenAI error for a request aiohttp's parser refused (or a failure outside the app)."""
+    if isinstance(exc, LineTooLong) and is_request_line(exc):
+        return UriTooLong("The request line (the URL) is too long.")
     too_large = isinstance(exc, LineTooLong) or (
         isinstance(exc, BadHttpMessage) and "Too many headers" in exc.message
     )
     if too_large:
         return HeadersTooLarge("The request line or a header is too long, or there are too many.")
+    if isinstance(exc, ContentEncodingError):
+        return InvalidRequest(
+            "The request's Content-Encoding is not one the proxy decodes (gzip, deflate).",
+            code="invalid_encoding",
+        )
     if status == 400:
         return InvalidRequest(
             "The request is not valid HTTP (a malformed request line or header).",
             code="invalid_http_request",
         )
     return InternalError("Internal error in the proxy.")
+
+
+def is_request_line(exc: LineTooLong) -> bool:
+    """Whether the line aiohttp found too long is the request line rather than a header.
+
+    Its exception does not say; where it was raised does: its C parser's URL callback.
+    """
+    frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else []
+    return any(frame.name.endswith("cb_on_url") for frame in frames)
 
 
 class _OpenAIErrorProtocol(RequestHandler):
@@ -93,7 +110,7 @@ class _OpenAIErrorProtocol(RequestHandler):
             body=jsonutil.dumps(error.body()),
             status=error.status,
             content_type="application/json",
-            headers={"x-request-id": request_id},
+            headers={"x-request-id": request_id, "Server": SERVER_NAME},
         )
         response.force_close()
         return response

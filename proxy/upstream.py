@@ -27,7 +27,7 @@ from proxy.config import (
     Target,
     UpstreamConfig,
 )
-from proxy.errors import UpstreamTimeout, UpstreamUnreachable
+from proxy.errors import UpstreamTimeout, UpstreamUnreachable, nested_too_deeply
 
 if TYPE_CHECKING:
     from proxy.mock_server import FakeExchange
@@ -38,6 +38,7 @@ PASSTHROUGH_HEADERS = frozenset(
     {"retry-after", "retry-after-ms", "x-should-retry", "openai-processing-ms"}
 )
 UPSTREAM_REQUEST_ID_HEADERS = ("x-request-id", "apim-request-id")
+REDACTED = b"[REDACTED]"
 USER_AGENT = f"tuned-proxy/{__version__}"
 
 
@@ -61,14 +62,25 @@ class UpstreamResponse:
     Each kind of upstream subclasses it with how its body arrives, is read whole and is let go.
     """
 
-    __slots__ = ("_chunks", "content_type", "headers", "status", "wait_seconds")
+    __slots__ = ("_chunks", "content_type", "headers", "secret", "status", "wait_seconds")
 
-    def __init__(self, status: int, headers: dict[str, str], content_type: str) -> None:
+    def __init__(
+        self, status: int, headers: dict[str, str], content_type: str, secret: bytes = b""
+    ) -> None:
         self.status = status
         self.headers = headers
         self.content_type = content_type
+        # The proxy's own credential for this upstream, so that an error body quoting it can
+        # be redacted before it reaches a client (`redact`); empty when there is none.
+        self.secret = secret
         self.wait_seconds = 0.0  # time spent waiting on the upstream for body bytes
         self._chunks: AsyncIterator[bytes] | None = None
+
+    def redact(self, body: bytes) -> bytes:
+        """`body` with every occurrence of the proxy's upstream credential replaced."""
+        if self.secret and self.secret in body:
+            return body.replace(self.secret, REDACTED)
+        return body
 
     @property
     def chunks(self) -> AsyncIterator[bytes]:
@@ -125,11 +137,12 @@ class _HttpAnswer(UpstreamResponse):
 
     __slots__ = ("_name", "_response")
 
-    def __init__(self, response: aiohttp.ClientResponse, name: str) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, name: str, secret: bytes) -> None:
         super().__init__(
             response.status,
             passthrough_headers(response.headers),
             response.headers.get("Content-Type", ""),
+            secret,
         )
         self._response = response
         self._name = name
@@ -172,6 +185,12 @@ def chat_url(upstream: UpstreamConfig, model: str) -> str:
     raise TypeError(f"no URL for upstream kind {upstream.kind}")
 
 
+def upstream_key(upstream: UpstreamConfig) -> str:
+    """The upstream's key from its environment variable; empty when it has none."""
+    env = getattr(upstream, "api_key_env", None)
+    return os.environ.get(env, "").strip() if env else ""
+
+
 def auth_headers(upstream: UpstreamConfig) -> dict[str, str] | None:
     """The upstream's credential header, from its environment variable.
 
@@ -179,8 +198,7 @@ def auth_headers(upstream: UpstreamConfig) -> dict[str, str] | None:
     """
     if isinstance(upstream, MockUpstream):
         return {}
-    env = upstream.api_key_env
-    key = os.environ.get(env, "").strip() if env else ""
+    key = upstream_key(upstream)
     if not key:
         return {} if isinstance(upstream, CompatibleUpstream) else None
     if isinstance(upstream, AzureUpstream):
@@ -198,6 +216,7 @@ class _Endpoint:
     headers: dict[str, str]  # all but Accept and X-Request-Id
     timeout: aiohttp.ClientTimeout
     missing_key: str | None  # why no request can be sent (a key the kind needs is unset)
+    secret: bytes  # the credential's value, redacted from error bodies (empty: none)
 
 
 def _endpoint(upstream: UpstreamConfig, upstream_name: str, model: str) -> _Endpoint:
@@ -222,6 +241,7 @@ def _endpoint(upstream: UpstreamConfig, upstream_name: str, model: str) -> _Endp
             sock_read=upstream.idle_timeout_s,
         ),
         missing_key=missing_key,
+        secret=upstream_key(upstream).encode(),
     )
 
 
@@ -268,6 +288,7 @@ class Upstreams:
     async def send(self, target: Target, body: dict[str, Any], request_id: str) -> UpstreamResponse:
         """Send `body` to the target's upstream; raise a `ProxyError` if no answer starts."""
         if isinstance(target.upstream, MockUpstream):
+            serialised(body)  # refused alike, whichever kind the upstream is
             return await _send_mock(body, request_id)
         return await self._send_http(target, body, request_id)
 
@@ -294,8 +315,14 @@ class Upstreams:
             "X-Request-Id": request_id,
         }
         try:
+            # Redirects are not followed: aiohttp would carry an `api-key` header to whatever
+            # origin a redirect names (it drops only `Authorization`). A 3xx is a failure.
             response = await self._session.post(
-                endpoint.url, data=jsonutil.dumps(body), headers=headers, timeout=endpoint.timeout
+                endpoint.url,
+                data=serialised(body),
+                headers=headers,
+                timeout=endpoint.timeout,
+                allow_redirects=False,
             )
         except TimeoutError as exc:
             raise UpstreamTimeout(f"upstream {target.upstream_name!r} timed out") from exc
@@ -310,7 +337,37 @@ class Upstreams:
                 f"({type(exc).__name__})",
                 reason="disconnected",
             ) from exc
-        return _HttpAnswer(response, target.upstream_name)
+        refusal = not_an_answer(response.status, target.upstream_name)
+        if refusal is not None:
+            response.close()
+            raise refusal
+        return _HttpAnswer(response, target.upstream_name, endpoint.secret)
+
+
+def serialised(body: dict[str, Any]) -> bytes:
+    """The request body's bytes; a 400 when the client's JSON nests deeper than orjson writes
+    (it reads 1024 levels and writes 254), never a 500."""
+    try:
+        return jsonutil.dumps(body)
+    except TypeError as exc:  # from parsed JSON, orjson only refuses to write deep nesting
+        raise nested_too_deeply() from exc
+
+
+def not_an_answer(status: int, name: str) -> UpstreamUnreachable | None:
+    """The failure a status stands for when it is not an answer the client can be given: a
+    redirect (never followed) or a number outside HTTP's 100-599."""
+    if 300 <= status < 400:
+        return UpstreamUnreachable(
+            f"upstream {name!r} answered with a redirect (HTTP {status}), which the proxy "
+            "does not follow",
+            reason="invalid_response",
+        )
+    if not 200 <= status <= 599:
+        return UpstreamUnreachable(
+            f"upstream {name!r} answered with HTTP status {status}, which is not a final one",
+            reason="invalid_response",
+        )
+    return None
 
 
 async def _http_chunks(response: aiohttp.ClientResponse, name: str) -> AsyncIterator[bytes]:

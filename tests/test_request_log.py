@@ -88,3 +88,39 @@ async def test_log_lines_carry_fields_and_no_secrets(
     everything = json.dumps(server.lines) + error_body
     for secret in (SECRET_TEXT, CLIENT, UPSTREAM):
         assert secret not in everything
+
+
+async def test_client_strings_in_the_log_line_are_cut(tmp_path: Path) -> None:
+    """A 1 MB model name and a 100 KB function name (the fake model calls what it is offered)
+    come back cut to a few hundred characters in the error and in the log line."""
+    config = {
+        "upstreams": {"local": {"kind": "mock"}},
+        "routes": {"chat": {"variants": [{"name": "v", "upstream": "local", "model": "m"}]}},
+    }
+    path = tmp_path / "tuned-proxy.yaml"
+    path.write_text(yaml.safe_dump(config))
+    long_name = "f" * 100_000
+    tool = {"type": "function", "function": {"name": long_name, "parameters": {}}}
+    async with serving(path) as server, aiohttp.ClientSession() as session:
+        unknown = {"model": "m" * 1_000_000, "messages": [{"role": "user", "content": "hi"}]}
+        async with session.post(f"{server.url}/v1/chat/completions", json=unknown) as r:
+            assert r.status == 404
+            assert len(await r.read()) < 1000
+        refused = await read_until(server.proc, server.lines, "request")
+        called = {
+            "model": "chat",
+            "messages": [{"role": "user", "content": "hi"}],
+            "tools": [tool],
+            "tool_choice": "required",
+        }
+        async with session.post(f"{server.url}/v1/chat/completions", json=called) as r:
+            assert r.status == 200
+            answer = await r.json()
+        assert answer["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == long_name
+        served = await read_until(server.proc, server.lines, "request")
+    assert refused["status"] == 404
+    assert len(json.dumps(refused)) < 2000
+    assert "more characters" in refused["error"]
+    assert len(json.dumps(served)) < 2000
+    assert served["tool_calls"][0].startswith("f" * 256)
+    assert served["tool_calls"][0].endswith(f"({len(long_name) - 256} more characters)")

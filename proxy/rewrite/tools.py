@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from proxy import jsonutil
 from proxy.cache import BoundedCache
-from proxy.errors import InvalidRequest
+from proxy.errors import InvalidRequest, echo
 from proxy.jsonutil import JsonList
 from proxy.rewrite.fields import function_name, read_tools, tool_choice_names
 from proxy.rewrite.result import (
@@ -148,7 +148,7 @@ def _untrained(
     spec = request.policy.spec.tools
     if spec.unknown == "reject":
         raise InvalidRequest(
-            f"The function `{name}` is not one this model was trained with; "
+            f"The function `{echo(name)}` is not one this model was trained with; "
             f"it accepts: {', '.join(request.policy.training_tools)}.",
             param=f"tools[{index}].function.name",
             code="unknown_tool",
@@ -156,7 +156,7 @@ def _untrained(
     if spec.unknown == "drop":
         if name in request.forced:
             raise InvalidRequest(
-                f"tool_choice names `{name}`, which this model was not trained with, "
+                f"tool_choice names `{echo(name)}`, which this model was not trained with, "
                 "so the tool is removed from the request.",
                 param="tool_choice",
                 code="unknown_tool",

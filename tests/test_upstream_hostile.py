@@ -1,0 +1,189 @@
+"""Hostile upstreams: a redirect to another origin, a status that is not HTTP's, an error body
+that quotes the key the proxy sent. The client gets a clean error and no credential travels."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from proxy.server import bound_port, start_site
+from tests.conftest import UPSTREAM_KEY, RunningProxy, StartProxy
+from tests.test_faults import MESSAGES, exchange, samples_of, total
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class Server:
+    url: str
+    seen: list[dict[str, str]] = field(default_factory=list)
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[Server]]]:
+    """Start an upstream that answers every request with `handler` and records its headers."""
+    runners: list[web.AppRunner] = []
+
+    async def start(handler: Handler) -> Server:
+        server = Server(url="")
+
+        async def recorded(request: web.Request) -> web.StreamResponse:
+            server.seen.append(dict(request.headers))
+            await request.read()
+            return await handler(request)
+
+        app = web.Application()
+        app.router.add_route("*", "/{path:.*}", recorded)
+        runner = await start_site(app, "127.0.0.1", 0)
+        runners.append(runner)
+        server.url = f"http://127.0.0.1:{bound_port(runner)}"
+        return server
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+def config_for(kind: str, url: str, **route: Any) -> dict[str, Any]:
+    upstream: dict[str, Any] = {"kind": kind, "api_key_env": "TUNED_PROXY_TEST_UPSTREAM_KEY"}
+    upstream["base_url"] = url if kind == "azure" else f"{url}/v1"
+    return {
+        "client_keys_env": "TUNED_PROXY_TEST_KEYS",
+        "upstreams": {"hostile": upstream},
+        "routes": {
+            "chat": {"variants": [{"name": "v", "upstream": "hostile", "model": "m"}], **route}
+        },
+    }
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+@pytest.mark.parametrize("kind", ["azure", "openai"])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_upstream_redirect_is_not_followed(
+    serve: Callable[[Handler], Awaitable[Server]],
+    start_proxy: StartProxy,
+    status: int,
+    kind: str,
+    stream: bool,
+) -> None:
+    decoy = await serve(always(lambda: web.json_response({"ok": True})))
+
+    async def redirect(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=status, headers={"Location": f"{decoy.url}/stolen"})
+
+    upstream = await serve(redirect)
+    proxy = await start_proxy(config_for(kind, upstream.url))
+    outcome = await exchange(proxy.url, {"model": "chat", "messages": MESSAGES, "stream": stream})
+    assert outcome.status == 502
+    error = json.loads(outcome.body)["error"]
+    assert error["code"] == "upstream_error"
+    assert "redirect" in error["message"]
+    assert decoy.seen == []  # the key went nowhere else
+    assert len(upstream.seen) == 1
+    assert total(samples_of(proxy), "tuned_proxy_upstream_errors_total", upstream="hostile") == 1
+
+
+async def test_a_redirect_falls_back_to_the_next_target(
+    serve: Callable[[Handler], Awaitable[Server]], start_proxy: StartProxy
+) -> None:
+    redirecting = await serve(
+        always(lambda: web.Response(status=307, headers={"Location": "http://x/"}))
+    )
+    config = config_for("openai", redirecting.url)
+    config["upstreams"]["local"] = {"kind": "mock"}
+    config["routes"]["chat"]["fallback"] = [{"upstream": "local", "model": "m"}]
+    proxy = await start_proxy(config)
+    outcome = await exchange(proxy.url, {"model": "chat", "messages": MESSAGES})
+    assert outcome.status == 200
+    samples = samples_of(proxy)
+    assert total(samples, "tuned_proxy_fallbacks_total", reason="invalid_response") == 1
+
+
+@pytest.mark.parametrize("status", [99, 600, 999])
+async def test_a_status_outside_http_is_a_502(
+    start_proxy: StartProxy, raw_upstream: Callable[[bytes], Awaitable[str]], status: int
+) -> None:
+    url = await raw_upstream(
+        f"HTTP/1.1 {status} Odd\r\nContent-Type: application/json\r\n"
+        "Content-Length: 2\r\nConnection: close\r\n\r\n{}".encode()
+    )
+    proxy = await start_proxy(config_for("openai", url))
+    outcome = await exchange(proxy.url, {"model": "chat", "messages": MESSAGES})
+    assert outcome.status == 502
+    assert json.loads(outcome.body)["error"]["code"] == "upstream_error"
+    samples = samples_of(proxy)
+    assert total(samples, "tuned_proxy_requests_total", code=str(status)) == 0
+    assert total(samples, "tuned_proxy_requests_total", code="502") == 1
+
+
+@pytest.fixture
+async def raw_upstream() -> AsyncIterator[Callable[[bytes], Awaitable[str]]]:
+    """Start an upstream that sends `answer` as it is to every connection (any status line)."""
+    servers: list[asyncio.Server] = []
+
+    async def start(answer: bytes) -> str:
+        async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(answer)
+            await writer.drain()
+            writer.close()
+            await writer.wait_closed()
+
+        server = await asyncio.start_server(reply, "127.0.0.1", 0)
+        servers.append(server)
+        return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+    yield start
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize("kind", ["azure", "openai"])
+async def test_an_upstream_error_quoting_the_key_is_redacted(
+    serve: Callable[[Handler], Awaitable[Server]], start_proxy: StartProxy, kind: str
+) -> None:
+    async def quoting(request: web.Request) -> web.StreamResponse:
+        sent = request.headers.get("api-key") or request.headers["Authorization"]
+        message = f"Bad request with credential {sent} (key {UPSTREAM_KEY})."
+        error = {"message": message, "type": "x", "param": None, "code": "k"}
+        return web.json_response({"error": error}, status=400)
+
+    upstream = await serve(quoting)
+    proxy = await start_proxy(config_for(kind, upstream.url))
+    outcome = await exchange(proxy.url, {"model": "chat", "messages": MESSAGES})
+    assert outcome.status == 400
+    assert UPSTREAM_KEY not in outcome.body.decode()
+    assert "[REDACTED]" in json.loads(outcome.body)["error"]["message"]
+
+
+async def test_a_stream_error_event_quoting_the_key_is_redacted(
+    serve: Callable[[Handler], Awaitable[Server]], start_proxy: StartProxy
+) -> None:
+    async def quoting(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        error = {"error": {"message": f"key {UPSTREAM_KEY} over quota", "code": "quota"}}
+        await response.write(b"data: " + json.dumps(error).encode() + b"\n\n")
+        await response.write_eof()
+        return response
+
+    upstream = await serve(quoting)
+    proxy: RunningProxy = await start_proxy(config_for("openai", upstream.url))
+    outcome = await exchange(proxy.url, {"model": "chat", "messages": MESSAGES, "stream": True})
+    assert outcome.status == 200
+    assert UPSTREAM_KEY not in outcome.body.decode()
+    assert b"[REDACTED] over quota" in outcome.body
+
+
+def always(make: Callable[[], web.StreamResponse]) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return make()
+
+    return handler
