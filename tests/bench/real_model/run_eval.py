@@ -10,6 +10,10 @@ o200k tokenizer and something else in Qwen's. Here the bias goes to the token a 
 with under this template (the `{"` of `{"name": …}`), asked of the server's /tokenize, and
 keeps the temperature (0 for every variant) instead of dropping it.
 
+If the server dies (before it is ready or during the run), the script says so with its exit
+status or signal and the path of its log, stops the eval and exits non-zero: a dead server
+would otherwise fail every remaining request, one by one.
+
 Usage (from the repository root):
     tests/bench/real_model/setup.sh
     .venv/bin/python tests/bench/real_model/run_eval.py [--limit 30] [--threads 1]
@@ -21,6 +25,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -47,9 +52,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(port: int, threads: int, context: int, log: Path) -> subprocess.Popen[bytes]:
+def start_server(
+    binary: Path, port: int, threads: int, context: int, log: Path
+) -> subprocess.Popen[bytes]:
     command = [
-        str(SERVER),
+        str(binary),
         "-m", str(MODEL),
         "--host", "127.0.0.1", "--port", str(port),
         "-t", str(threads), "-c", str(context), "-np", "1",
@@ -67,11 +74,34 @@ def post(url: str, body: dict[str, Any], timeout: float = 120) -> Any:
         return json.loads(response.read())
 
 
-def wait_until_ready(base: str, server: subprocess.Popen[bytes], timeout_s: float = 180) -> None:
+def exit_status(returncode: int) -> str:
+    """Popen's returncode in words: negative means killed by that signal."""
+    if returncode >= 0:
+        return f"exit status {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = "unknown signal"
+    return f"killed by signal {-returncode} ({name}, returncode {returncode})"
+
+
+def check_alive(server: subprocess.Popen[bytes], log: Path, when: str) -> None:
+    """Stop here, saying why, when the server is gone: its log is the only trace of the cause."""
+    if server.poll() is None:
+        return
+    message = f"llama-server died {when}: {exit_status(server.returncode)}; its log: {log}"
+    if server.returncode in (-signal.SIGSEGV, -signal.SIGILL):
+        # The crash setup.sh's portable build avoids (AMX CPUs), or a binary built elsewhere.
+        message += "\n  a native build (REAL_MODEL_NATIVE=1) can do this: rerun setup.sh without it"
+    raise SystemExit(message)
+
+
+def wait_until_ready(
+    base: str, server: subprocess.Popen[bytes], log: Path, timeout_s: float = 180
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"llama-server exited with {server.returncode}; see its log")
+        check_alive(server, log, "before it was ready")
         try:
             with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
                 if response.status == 200:
@@ -79,7 +109,31 @@ def wait_until_ready(base: str, server: subprocess.Popen[bytes], timeout_s: floa
         except OSError:
             pass
         time.sleep(1)
-    raise SystemExit("llama-server did not become ready in time")
+    raise SystemExit(f"llama-server did not become ready in {timeout_s:.0f} s; its log: {log}")
+
+
+def run_watched(command: list[str], server: subprocess.Popen[bytes], log: Path) -> int:
+    """Run the eval, stopping it as soon as the server dies: every request left would fail."""
+    evaluation = subprocess.Popen(command, cwd=REPO)
+    try:
+        while evaluation.poll() is None and server.poll() is None:
+            time.sleep(1)
+    finally:
+        stop(evaluation)
+    # Also when the eval got to its end first: its figures then count the dead server's failures.
+    check_alive(server, log, "during the run")
+    return evaluation.returncode
+
+
+def stop(process: subprocess.Popen[Any]) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def call_token(base: str) -> str:
@@ -135,17 +189,26 @@ def main() -> int:
     parser.add_argument("--context", type=int, default=8192, help="llama-server context size")
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--run", type=Path, default=CACHE / "run", help="run folder")
+    parser.add_argument(
+        "--server", type=Path, default=SERVER, help=f"llama-server binary (default: {SERVER})"
+    )
     args = parser.parse_args()
-    if not SERVER.exists() or not MODEL.exists():
-        print("run tests/bench/real_model/setup.sh first", file=sys.stderr)
+    missing = [str(path) for path in (args.server, MODEL) if not path.exists()]
+    if missing:
+        print(f"missing {', '.join(missing)}: run tests/bench/real_model/setup.sh", file=sys.stderr)
         return 1
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     args.run.mkdir(parents=True, exist_ok=True)
-    server = start_server(port, args.threads, args.context, args.run / "llama-server.log")
+    log = args.run / "llama-server.log"
+    server = start_server(args.server, port, args.threads, args.context, log)
     try:
-        wait_until_ready(base, server)
-        token = call_token(base)
+        wait_until_ready(base, server, log)
+        try:
+            token = call_token(base)
+        except OSError:
+            check_alive(server, log, "at its first request")
+            raise
         config = write_run_folder(args.run, port, token)
         print(f"llama-server on {base}; tool-call token {token}; run folder {args.run}")
         command = [
@@ -156,10 +219,9 @@ def main() -> int:
             "--json", str(args.run / "report.json"),
         ]  # fmt: skip
         print("$ " + " ".join(command), flush=True)
-        return subprocess.run(command, cwd=REPO, check=False).returncode
+        return run_watched(command, server, log)
     finally:
-        server.terminate()
-        server.wait(30)
+        stop(server)
 
 
 if __name__ == "__main__":
