@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import re
 import time
 import uuid
@@ -14,10 +13,10 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from proxy.arguments import ArgumentChecker, full_schema_for
+from proxy.arguments import ArgumentChecker, full_schema_key_for
+from proxy.auth import authenticate
 from proxy.config import Runtime
 from proxy.errors import (
-    AuthenticationFailed,
     BodyTooLarge,
     ExpectationFailed,
     HeadersTooLarge,
@@ -193,50 +192,10 @@ def check_arguments(
 ) -> None:
     """Count answered calls whose arguments break the full schema (the answer is unchanged)."""
     for function, arguments in record.answered_arguments():
-        schema = full_schema_for(policy, request_tools, function)
-        kind = checker.check(function, arguments, schema)
+        key = full_schema_key_for(policy, request_tools, function)
+        kind = checker.check_against(arguments, key)
         if kind is not None:
             record.argument_errors.append((function, kind))
-
-
-def key_matches(presented: str, keys: tuple[str, ...]) -> bool:
-    """Constant-time comparison against every configured key (no early exit).
-
-    aiohttp decodes header bytes that are not UTF-8 as lone surrogates: they are compared as
-    the bytes they were, never an error.
-    """
-    given = presented.encode("utf-8", "surrogateescape")
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(given, key.encode())
-    return matched
-
-
-CREDENTIAL_HEADERS = ("Authorization", "api-key")
-
-
-def presented_key(request: web.Request) -> str:
-    headers = request.headers
-    for name in CREDENTIAL_HEADERS:
-        if len(headers.getall(name, ())) > 1:
-            # Two credentials: which one a server in front or behind would read is anyone's guess.
-            raise AuthenticationFailed(f"The request sends the {name} header more than once.")
-    authorization = headers.get("Authorization", "")
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    return headers.get("api-key", "").strip()
-
-
-def authenticate(request: web.Request, keys: tuple[str, ...]) -> None:
-    """Client keys are checked before routing, so an unknown model without a key is a 401."""
-    key = presented_key(request)
-    if not key:
-        raise AuthenticationFailed(
-            "Missing API key: send it as 'Authorization: Bearer KEY' or 'api-key: KEY'."
-        )
-    if not key_matches(key, keys):
-        raise AuthenticationFailed("Incorrect API key provided.")
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -249,7 +208,9 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body, content_type = request.app[STATE].metrics.render()
+    state = request.app[STATE]
+    reuse_s = state.runtime.config.server.metrics_cache_s
+    body, content_type = state.metrics.render_for_scrape(reuse_s)
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
@@ -294,7 +255,7 @@ async def unknown_path(request: web.Request) -> web.StreamResponse:
     raise NotFound(f"Unknown path. The proxy serves {SERVED}.")
 
 
-def add_routes(app: web.Application) -> None:
+def add_routes(app: web.Application, metrics_route: bool = True) -> None:
     def add(method: str, path: str, handler: Handler) -> None:
         app.router.add_route(method, path, handler, expect_handler=defer_expectation)
 
@@ -302,14 +263,35 @@ def add_routes(app: web.Application) -> None:
         add("POST", path, chat_completions)
     for path in MODELS_PATHS:
         add("GET", path, list_models)
-    add("GET", "/metrics", metrics)
+    if metrics_route:  # else on a listener of its own (`build_metrics_app`)
+        add("GET", "/metrics", metrics)
     add("GET", "/healthz", healthz)
     add("GET", "/readyz", readyz)
     add("*", "/{path:.*}", unknown_path)  # last: every other path and method
 
 
+def build_metrics_app(state: ProxyState) -> web.Application:
+    """The app of the metrics listener (`server.metrics_port`): `/metrics` alone, no key."""
+    app = web.Application()
+    app[STATE] = state
+    app.router.add_get("/metrics", metrics)
+    app.router.add_route("*", "/{path:.*}", not_metrics)
+    return app
+
+
+async def not_metrics(request: web.Request) -> web.Response:
+    error = NotFound("Only GET /metrics is served on the metrics port.")
+    response = error_response(error, request.app[STATE].new_request_id())
+    response.headers["Server"] = SERVER_NAME
+    return response
+
+
 def build_app(
-    runtime: Runtime, upstreams: Upstreams | None = None, registry: CollectorRegistry | None = None
+    runtime: Runtime,
+    upstreams: Upstreams | None = None,
+    registry: CollectorRegistry | None = None,
+    *,
+    metrics_route: bool = True,
 ) -> web.Application:
     """The proxy app for a loaded config, with its own upstream session and metrics registry."""
     app = web.Application(
@@ -332,5 +314,5 @@ def build_app(
         await upstreams.close()
 
     app.cleanup_ctx.append(upstream_session)
-    add_routes(app)
+    add_routes(app, metrics_route)
     return app

@@ -7,12 +7,13 @@ never the slimmed definition the model was shown, because the full one is what t
 code will parse the arguments with.
 
 Compiling a JSON Schema validator costs far more than using one, so validators are compiled
-once per distinct schema and cached:
-
-- by identity: a schema object seen again (a policy's training schema lives as long as the
-  policy) is found with one dict lookup;
-- by content: a schema sent by the client is a new object in every request, so it is found by
-  its serialised bytes in a bounded LRU.
+once per distinct schema and cached by the schema's canonical bytes (sorted keys): the same
+definition sent by every request of an application is compiled once. The cache holds only
+those bytes and the validator, weighed by what they take in memory (a compiled validator is
+about 25 times its schema's size, plus some 16 KB), within a budget; a schema larger than
+`MAX_CHECKED_SCHEMA_BYTES` is not compiled at all (its calls get the JSON check only). The
+bytes of a request's schemas are worked out once per shared tools list, and those of a
+policy's training schemas once per policy.
 
 Client-sent schemas are untrusted input to a third-party library: a `$ref` is never fetched
 from the network, and no schema, however broken, makes the check raise.
@@ -23,15 +24,14 @@ the pure-Python jsonschema took about 10 µs, on every answered tool call.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import jsonschema_rs
 import orjson
 
 from proxy import jsonutil
+from proxy.cache import BoundedCache
 from proxy.jsonutil import JsonList
 from proxy.policy import Policy
 
@@ -43,76 +43,74 @@ BREAKS_SCHEMA = "schema"
 _NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
 
 
-@dataclass(frozen=True, slots=True)
-class _Compiled:
-    """One schema's validator (None when the schema is unusable), and the schema it came from.
+# A schema larger than this is not compiled: real functions' parameters take a few KB, and a
+# compiled validator takes ~25 times its schema (a 790 KB one held 18 MB).
+MAX_CHECKED_SCHEMA_BYTES = 64 * 1024
+# What one cached validator weighs: its key and its compiled form (measured with RSS over
+# thousands of jsonschema-rs validators: ~16 KB each, plus ~25 B per schema byte).
+_VALIDATOR_BASE_BYTES = 16 * 1024
+_VALIDATOR_BYTES_PER_SCHEMA_BYTE = 32
+# A validator cached for "no usable validator" (an unusable or oversized schema).
+_UNUSABLE = object()
 
-    Holding `schema` keeps the object alive, so its `id()` cannot be reused by another object
-    while this entry is cached.
-    """
 
-    schema: Any
-    validator: Any | None
+def _validator_weight(key: bytes, validator: Any) -> int:
+    compiled = 0 if validator is _UNUSABLE else _VALIDATOR_BYTES_PER_SCHEMA_BYTE * len(key)
+    return _VALIDATOR_BASE_BYTES + len(key) + compiled
 
 
 class ArgumentChecker:
-    """Checks tool-call arguments against full schemas; compiled validators are cached by schema.
+    """Checks tool-call arguments against full schemas; compiled validators are cached by the
+    schema's canonical bytes, within `max_bytes` (see the module docstring).
 
-    One checker serves the whole process (it holds no request state). Both caches are LRUs of
-    at most `max_cached` entries, so a stream of distinct client schemas cannot grow memory.
-    A schema must not be changed in place once checked (the proxy never mutates request or
-    policy dicts): the identity cache would keep judging by the old content.
+    One checker serves the whole process: it holds no request state and no request object.
     """
 
-    def __init__(self, max_cached: int = 256) -> None:
-        self.max_cached = max_cached
-        self._by_identity: OrderedDict[int, _Compiled] = OrderedDict()
-        self._by_content: OrderedDict[bytes, _Compiled] = OrderedDict()
+    def __init__(self, max_bytes: int = 32 * 1024 * 1024, max_entries: int = 4096) -> None:
+        self._validators: BoundedCache[bytes, Any] = BoundedCache(
+            _validator_weight, max_entries, max_bytes
+        )
 
-    def check(self, function: str, arguments: str, schema: dict[str, Any] | None) -> str | None:
+    @property
+    def weight(self) -> int:
+        """What the cached validators weigh now (estimated bytes)."""
+        return self._validators.weight
+
+    def check(self, function: str, arguments: str, schema: Any) -> str | None:
         """None when `arguments` is fine; "json" when it is not a JSON object; "schema" when it
         breaks `schema`. No schema (or an unusable one) means only the JSON check. Never raises.
 
         `function` names the call for the caller's bookkeeping; the schema alone decides.
         """
+        return self.check_against(arguments, schema_key(schema))
+
+    def check_against(self, arguments: str, key: bytes | None) -> str | None:
+        """`check` with the schema given by its canonical bytes (`schema_key`)."""
         try:
             instance = jsonutil.loads(arguments)
         except jsonutil.JSONDecodeError:  # also what orjson raises for a non-string
             return NOT_JSON
         if not isinstance(instance, dict):
             return NOT_JSON
-        if schema is None:
-            return None
-        validator = self.validator(schema)
+        validator = self.validator_of(key) if key is not None else None
         if validator is None:
             return None
         return None if _fits(validator, instance) else BREAKS_SCHEMA
 
     def validator(self, schema: Any) -> Any | None:
-        """The compiled validator of `schema`, from the cache when it was seen before; None when
-        the schema cannot be used."""
-        entry = self._by_identity.get(id(schema))
-        if entry is not None and entry.schema is schema:
-            self._by_identity.move_to_end(id(schema))
-            return entry.validator
-        key = _content_key(schema)
-        if key is None:
-            return None
-        entry = self._by_content.get(key)
-        if entry is None:
-            entry = _Compiled(schema, _compile(schema))
-            _remember(self._by_content, key, entry, self.max_cached)
-        else:
-            self._by_content.move_to_end(key)
-            if entry.schema is schema:
-                # The same object twice: it outlives a request (a training schema), so the
-                # next look-up can skip serialising it.
-                _remember(self._by_identity, id(schema), entry, self.max_cached)
-            else:
-                # Keep the newest object: a policy reload replaces the training schemas.
-                entry = _Compiled(schema, entry.validator)
-                self._by_content[key] = entry
-        return entry.validator
+        """The compiled validator of `schema`; None when the schema cannot be used."""
+        key = schema_key(schema)
+        return self.validator_of(key) if key is not None else None
+
+    def validator_of(self, key: bytes) -> Any | None:
+        """The compiled validator of the schema whose canonical bytes are `key`, from the cache
+        when it was seen before; None when it cannot be used or is too large to compile."""
+        validator = self._validators.get(key)
+        if validator is None:
+            validator = _compile(key) if len(key) <= MAX_CHECKED_SCHEMA_BYTES else None
+            validator = _UNUSABLE if validator is None else validator
+            self._validators.put(key, validator)
+        return None if validator is _UNUSABLE else validator
 
 
 def full_schemas(policy: Policy, request_tools: Any) -> dict[str, dict[str, Any]]:
@@ -145,6 +143,22 @@ def full_schema_for(policy: Policy, request_tools: Any, function: str) -> dict[s
     return found if found is not None else policy.full_schema(function)
 
 
+def full_schema_key_for(policy: Policy, request_tools: Any, function: str) -> bytes | None:
+    """`schema_key(full_schema_for(...))`, worked out once per shared tools list and once per
+    policy, not once per answered call."""
+    if type(request_tools) is JsonList:
+        keys: dict[str, bytes | None] = request_tools.derived.setdefault("argument_keys", {})
+        if function not in keys:
+            found = _shared_list_schemas(request_tools).get(function)
+            keys[function] = schema_key(found) if found is not None else None
+        key = keys[function]
+    elif isinstance(request_tools, list):
+        key = schema_key(_request_schemas(request_tools).get(function))
+    else:
+        key = None
+    return key if key is not None else policy.training_schema_keys.get(function)
+
+
 def _shared_list_schemas(tools: JsonList) -> dict[str, dict[str, Any]]:
     """`_request_schemas` of a shared tools list, built once for the list's life."""
     schemas = tools.derived.get("argument_schemas")
@@ -174,26 +188,27 @@ def _named_parameters(tool: Any) -> tuple[str, dict[str, Any]] | None:
     return name, parameters
 
 
-def _content_key(schema: Any) -> bytes | None:
-    """The schema's bytes with sorted keys (key order does not change what a schema means);
-    None when it is not a JSON object."""
+def schema_key(schema: Any) -> bytes | None:
+    """The schema's canonical bytes (sorted keys: key order does not change what a schema
+    means); None when it is not a JSON object."""
     if not isinstance(schema, Mapping):
         return None
     try:
         return orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
-    except TypeError:  # not JSON-serialisable (non-string keys, foreign objects)
+    except TypeError:  # not JSON-serialisable (non-string keys, foreign objects, too deep)
         return None
 
 
-def _compile(schema: Mapping[str, Any]) -> Any | None:
-    """A validator for `schema` (Draft 2020-12 unless its `$schema` names another draft), or
-    None when the schema is not a valid JSON Schema.
+def _compile(key: bytes) -> Any | None:
+    """A validator for the schema `key` holds (Draft 2020-12 unless its `$schema` names
+    another draft), or None when the schema is not a valid JSON Schema.
 
     Offline: a `$ref` to anything outside the schema is unresolvable, never downloaded (the
     library fetches remote URLs by default). Formats are not asserted, whatever the draft.
     """
     try:
-        return jsonschema_rs.validator_for(dict(schema), validate_formats=False, offline=True)
+        schema = jsonutil.loads(key)
+        return jsonschema_rs.validator_for(schema, validate_formats=False, offline=True)
     # A client-sent schema can fail to compile in ways the library does not document (keys
     # that are not strings, nesting past its recursion limit): an unusable schema counts as
     # no schema rather than failing the request's bookkeeping.
@@ -209,10 +224,3 @@ def _fits(validator: Any, instance: dict[str, Any]) -> bool:
     # as breaking it.
     except Exception:
         return True
-
-
-def _remember(cache: OrderedDict[Any, _Compiled], key: Any, entry: _Compiled, limit: int) -> None:
-    cache[key] = entry
-    cache.move_to_end(key)
-    while len(cache) > limit:
-        cache.popitem(last=False)

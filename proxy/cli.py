@@ -68,8 +68,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from proxy.auth import Listener, refuse_open_bind
     from proxy.logs import configure_logging
-    from proxy.server import event_loop_factory, refuse_open_bind, serve
+    from proxy.server import MetricsListener, event_loop_factory, serve
 
     path = _config_path(args)
     runtime = _load_or_report(path)
@@ -78,11 +79,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server = runtime.config.server
     host = args.host or server.host
     port = args.port if args.port is not None else server.port
-    refusal = refuse_open_bind(runtime, host, args.allow_unauthenticated)
+    listener = Listener(host, args.allow_unauthenticated)
+    refusal = refuse_open_bind(runtime, listener)
     if refusal:
         print(f"tuned-proxy: {refusal}", file=sys.stderr)
         return 2
     drain = args.drain_timeout if args.drain_timeout is not None else server.drain_timeout_s
+    metrics_port = args.metrics_port if args.metrics_port is not None else server.metrics_port
+    metrics = None
+    if metrics_port is not None:
+        metrics = MetricsListener(args.metrics_host or server.metrics_host, metrics_port)
     try:
         new_loop = event_loop_factory(server.event_loop)
     except RuntimeError as exc:
@@ -93,7 +99,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         with asyncio.Runner(loop_factory=new_loop) as runner:
             runner.run(
                 serve(
-                    runtime, host, port, config_path=path, watch=args.watch, drain_timeout_s=drain
+                    runtime,
+                    listener,
+                    port,
+                    config_path=path,
+                    metrics=metrics,
+                    watch=args.watch,
+                    drain_timeout_s=drain,
                 )
             )
     finally:
@@ -180,6 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("-c", "--config", help="config file (default: tuned-proxy.yaml, else demo)")
     serve.add_argument("--host", help="address to bind (default: server.host)")
     serve.add_argument("--port", type=int, help="port to bind (default: server.port)")
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve /metrics on this port alone (default: server.metrics_port)",
+    )
+    serve.add_argument(
+        "--metrics-host", help="address of the metrics port (default: server.metrics_host)"
+    )
     serve.add_argument(
         "--allow-unauthenticated",
         action="store_true",

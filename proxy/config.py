@@ -12,14 +12,16 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from proxy.errors import ConfigError, validation_messages
 from proxy.policy import PASSTHROUGH, Policy, load_policy
+from proxy.request import BodyLimits
 from proxy.rewrite import RewriteResult, rewrite
 from proxy.yamlfile import read_yaml_mapping
 
@@ -44,6 +46,19 @@ class ServerConfig(_Strict):
         1024, gt=0, description="chat requests served at once; beyond it 503 at once, no queue"
     )
     body_timeout_s: float = Field(30.0, gt=0, description="longest time to receive a request body")
+    # A parsed JSON value costs ~100 B of memory: 100,000 of them ~10 MB, and a few ms to parse.
+    max_json_elements: int = Field(
+        100_000, gt=0, description="JSON values one request body may hold; beyond it 400"
+    )
+    max_tools: int = Field(
+        128, gt=0, description="tools (or legacy functions) one request may offer; beyond it 400"
+    )
+    max_bytes_in_flight: int = Field(
+        256 * 1024 * 1024,
+        gt=0,
+        description="memory request bodies may hold at once (their bytes and ~100 B per JSON "
+        "value); beyond it 503",
+    )
     max_header_bytes: int = Field(
         64 * 1024, gt=0, description="all request headers together; beyond it 431"
     )
@@ -52,11 +67,30 @@ class ServerConfig(_Strict):
     client_idle_timeout_s: float = Field(
         75.0, gt=0, description="a client connection that sends no request for this long closes"
     )
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="serve /metrics on a listener of its own (and not on the main port)",
+    )
+    metrics_host: str = Field("127.0.0.1", description="the metrics listener's address")
+    # Prometheus scrapes every 15-60 s: a rendering a second old is as good, and costs nothing.
+    metrics_cache_s: float = Field(
+        1.0, ge=0, description="a /metrics rendering is served again for this long"
+    )
     # uvloop's loop takes 1-7 % off the CPU per request (README, Performance); `asyncio` is
     # there for debugging and for platforms without uvloop.
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         "auto", description="auto: uvloop where it is installed, else asyncio's own loop"
     )
+
+    @model_validator(mode="after")
+    def _one_body_fits_in_flight(self) -> ServerConfig:
+        if self.max_bytes_in_flight < self.max_body_bytes:
+            raise ValueError(
+                "max_bytes_in_flight is smaller than max_body_bytes: no large body could be served"
+            )
+        return self
 
 
 class _UpstreamBase(_Strict):
@@ -178,6 +212,11 @@ class Runtime:
     policies: dict[str, Policy] = field(default_factory=dict)
     # Read from the environment once per load (not per request).
     client_keys: tuple[str, ...] = ()
+
+    @cached_property
+    def body_limits(self) -> BodyLimits:
+        server = self.config.server
+        return BodyLimits(server.max_json_elements, server.max_tools)
 
 
 def read_client_keys(config: ProxyConfig) -> tuple[str, ...]:

@@ -11,7 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.config import Route, Target
+from proxy.admission import Holding
+from proxy.config import Route, Runtime, Target
 from proxy.errors import UpstreamFailure
 from proxy.record import Attempt, RequestRecord
 from proxy.relay import StreamRelay, ask_for_stream_usage, relay_error, relay_json
@@ -27,19 +28,22 @@ RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
-    state.admit()
-    try:
-        return await serve_chat(request, state)
-    finally:
-        state.in_flight -= 1
-
-
-async def serve_chat(request: web.Request, state: ProxyState) -> web.StreamResponse:
     runtime = state.runtime  # a reload during this request does not change what serves it
-    record = request[RECORD]
     limits = runtime.config.server
-    raw = await read_body(request, limits.max_body_bytes, limits.body_timeout_s)
-    body = parse_chat_body(raw, state.tool_lists)
+    with state.bytes_in_flight.holding(limits.max_bytes_in_flight) as held:
+        raw = await read_body(request, limits.max_body_bytes, limits.body_timeout_s, held)
+        state.admit()  # after the body: a client that sends none takes no slot
+        try:
+            return await serve_chat(request, state, runtime, raw, held)
+        finally:
+            state.in_flight -= 1
+
+
+async def serve_chat(
+    request: web.Request, state: ProxyState, runtime: Runtime, raw: bytes, held: Holding
+) -> web.StreamResponse:
+    record = request[RECORD]
+    body = parse_chat_body(raw, state.tool_lists, runtime.body_limits, held)
     route = find_route(runtime, requested_model(body, request.match_info.get("deployment")))
     record.route = route.name
     record.stream = body.get("stream") is True

@@ -8,12 +8,15 @@ as it is instead of serialising it again.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any, NoReturn
 
 import orjson
 
 JSONDecodeError = orjson.JSONDecodeError
+# A JSON string, escapes included: what `elements` takes out before it counts.
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # unrolled: runs of plain bytes at once
 
 
 class JsonList(list[Any]):
@@ -51,6 +54,18 @@ def _known_text(value: Any) -> Any:
         if isinstance(value, scalar):
             return scalar(value)
     raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+
+
+def elements_at_most(text: bytes) -> int:
+    """An upper bound of the number of values in a JSON text, at C speed: each value but the
+    first follows a comma or opens a container. Punctuation inside strings counts too."""
+    return text.count(b",") + text.count(b"[") + text.count(b"{") + 1
+
+
+def elements(text: bytes) -> int:
+    """`elements_at_most`, not fooled by punctuation inside strings (a regex pass over the
+    text: for what the cheap bound cannot clear)."""
+    return elements_at_most(_STRING.sub(b'""', text))
 
 
 def loads(data: bytes | str) -> Any:

@@ -265,6 +265,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self._series: dict[tuple[str, str], _VariantSeries] = {}
+        self._rendered, self._rendered_at = b"", -math.inf
         self._families: list[_Family] = []
         self._define_request_metrics()
         self._define_answer_metrics()
@@ -389,8 +390,18 @@ class Metrics:
         self.config_reloads[result] += 1
 
     def render(self) -> tuple[bytes, str]:
-        """The body and content type of `GET /metrics` (Prometheus text format)."""
+        """The body and content type of `GET /metrics` (Prometheus text format), as of now."""
         return generate_latest(self.registry), TEXT_FORMAT
+
+    def render_for_scrape(self, reuse_s: float) -> tuple[bytes, str]:
+        """`render()`, reused for `reuse_s` seconds (`server.metrics_cache_s`): a rendering
+        takes milliseconds of the event loop, and scrapers at once (or one scraping in a loop)
+        must not take them from the requests."""
+        now = time.monotonic()
+        if now - self._rendered_at >= reuse_s:
+            self._rendered = self.render()[0]
+            self._rendered_at = now
+        return self._rendered, TEXT_FORMAT
 
 
 def _observe_answer(series: _VariantSeries, record: RequestRecord) -> None:

@@ -32,6 +32,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -192,6 +193,15 @@ class Policy:
     def function_names(self) -> frozenset[str]:
         """The training functions: the bounded set of function names metrics may label."""
         return frozenset(self.training_tools)
+
+    @cached_property
+    def training_schema_keys(self) -> Mapping[str, bytes]:
+        """Each training function's full schema as the argument check keys it (sorted keys)."""
+        keys = {}
+        for function in self.training_tools:
+            schema = self.full_schema(function)
+            keys[function] = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
+        return MappingProxyType(keys)
 
     def full_schema(self, function: str) -> dict[str, Any] | None:
         """The training parameters schema of `function`; None when it is not a training function.

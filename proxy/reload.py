@@ -12,7 +12,8 @@ from pathlib import Path
 
 import structlog
 
-from proxy.config import load_config
+from proxy.auth import refuse_open_bind, unauthenticated_warning
+from proxy.config import Runtime, load_config
 from proxy.errors import ConfigError
 from proxy.state import ProxyState
 
@@ -20,10 +21,21 @@ logger = structlog.get_logger("tuned_proxy.reload")
 Fingerprint = tuple[tuple[str, int, int], ...]
 
 
+# Settings a running process cannot change: its listeners are bound once, at start.
+AT_START_ONLY = ("host", "port", "metrics_host", "metrics_port", "event_loop")
+
+
 def reload_config(state: ProxyState, path: Path) -> bool:
-    """Load `path` again; on success it serves every request that starts from now on."""
+    """Load `path` again; on success it serves every request that starts from now on.
+
+    A reload is held to every rule start was: a config without client keys on an open
+    address is refused as `serve` would have refused it.
+    """
     try:
         runtime = load_config(path)
+        refusal = refuse_open_bind(runtime, state.listener) if state.listener else None
+        if refusal is not None:
+            raise ConfigError([f"{path}: client_keys_env: {refusal}"])
     except ConfigError as exc:
         logger.error(
             "config reload refused; the previous config keeps serving",
@@ -32,10 +44,26 @@ def reload_config(state: ProxyState, path: Path) -> bool:
         )
         state.count_reload("error")
         return False
-    state.runtime = runtime
+    previous, state.runtime = state.runtime, runtime
     logger.info("config reloaded", config=str(path), routes=sorted(runtime.routes))
     state.count_reload("ok")
+    warn_about(previous, runtime)
     return True
+
+
+def warn_about(previous: Runtime, runtime: Runtime) -> None:
+    """Say what a reloaded config changes that takes effect only at the next start, and when
+    it serves without client auth."""
+    before, after = previous.config.server, runtime.config.server
+    for name in AT_START_ONLY:
+        if getattr(before, name) != getattr(after, name):
+            logger.warning(
+                "server setting changed by the reload takes effect at the next start",
+                setting=f"server.{name}",
+            )
+    warning = unauthenticated_warning(runtime)
+    if warning is not None:
+        logger.warning(warning)
 
 
 def fingerprint(state: ProxyState, path: Path) -> Fingerprint:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import ipaddress
 import signal
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,8 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from proxy import jsonutil
-from proxy.app import SERVER_NAME, build_app, record_unparsed
+from proxy.app import SERVER_NAME, build_app, build_metrics_app, record_unparsed
+from proxy.auth import Listener, unauthenticated_warning
 from proxy.config import Runtime, ServerConfig
 from proxy.errors import HeadersTooLarge, InternalError, InvalidRequest, ProxyError, UriTooLong
 from proxy.reload import reload_config, watch_config
@@ -29,31 +30,6 @@ logger = structlog.get_logger("tuned_proxy.server")
 # one, sends its headers byte by byte, or idles between requests (nginx's keepalive_timeout;
 # aiohttp's own default is an hour). The config's default, for runners started without one.
 CLIENT_IDLE_TIMEOUT_S = ServerConfig().client_idle_timeout_s
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def refuse_open_bind(runtime: Runtime, host: str, allow_unauthenticated: bool) -> str | None:
-    """Why the proxy must not listen on `host`, or None if it may.
-
-    Without client keys the proxy would relay anyone's traffic with the upstream's credential,
-    so it only binds a loopback address unless the operator says otherwise.
-    """
-    if runtime.client_keys or allow_unauthenticated or is_loopback(host):
-        return None
-    env = runtime.config.client_keys_env
-    hint = f"environment variable {env} is empty" if env else "the config sets no client_keys_env"
-    return (
-        f"refusing to listen on {host} without client keys ({hint}); set keys, bind a "
-        "loopback address, or pass --allow-unauthenticated"
-    )
 
 
 def unparsed_request_error(status: int, exc: BaseException | None) -> ProxyError:
@@ -214,12 +190,21 @@ def tune_gc() -> None:
     gc.set_threshold(700, 20, 100)
 
 
+@dataclass(frozen=True)
+class MetricsListener:
+    """Where `/metrics` is served on a listener of its own (`server.metrics_port`)."""
+
+    host: str
+    port: int
+
+
 async def serve(
     runtime: Runtime,
-    host: str,
+    listener: Listener,
     port: int,
     *,
     config_path: Path,
+    metrics: MetricsListener | None = None,
     watch: bool = False,
     drain_timeout_s: float = 30.0,
 ) -> None:
@@ -228,26 +213,33 @@ async def serve(
     Stopping: `/readyz` turns 503, the listener closes, in-flight requests and streams get up
     to `drain_timeout_s` to finish, then the process exits.
     """
-    app = build_app(runtime)
+    app = build_app(runtime, metrics_route=metrics is None)
     state = app[STATE]
+    state.listener = listener
+    settings = runtime.config.server
     runner = await start_site(
         app,
-        host,
+        listener.host,
         port,
         shutdown_timeout=drain_timeout_s,
-        idle_timeout_s=runtime.config.server.client_idle_timeout_s,
+        idle_timeout_s=settings.client_idle_timeout_s,
     )
+    metrics_runner = await start_metrics_site(app, metrics)
     tune_gc()
     loop = asyncio.get_running_loop()
     logger.info(
         "listening",
-        host=host,
+        host=listener.host,
         port=bound_port(runner),
+        metrics_port=bound_port(metrics_runner) if metrics_runner else None,
         event_loop="uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio",
         config=runtime.path,
         routes=sorted(runtime.routes),
         watch=watch,
     )
+    warning = unauthenticated_warning(runtime)
+    if warning is not None:
+        logger.warning(warning)
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
@@ -261,4 +253,15 @@ async def serve(
         if watcher is not None:
             watcher.cancel()
         await runner.cleanup()
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         logger.info("stopped")
+
+
+async def start_metrics_site(
+    app: web.Application, metrics: MetricsListener | None
+) -> web.AppRunner | None:
+    """The metrics listener, when there is one (else None)."""
+    if metrics is None:
+        return None
+    return await start_site(build_metrics_app(app[STATE]), metrics.host, metrics.port)

@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from proxy.admission import BytesInFlight
 from proxy.arguments import ArgumentChecker
+from proxy.auth import Listener
 from proxy.config import Runtime
 from proxy.errors import Overloaded
 from proxy.metrics import Metrics
@@ -30,6 +32,10 @@ class ProxyState:
     arguments: ArgumentChecker = field(default_factory=ArgumentChecker)
     # Shared across reloads: a list's text means the same under any config.
     tool_lists: ToolLists = field(default_factory=ToolLists)
+    bytes_in_flight: BytesInFlight = field(default_factory=BytesInFlight)
+    # Where `serve` listens, so that a reload is held to the rules start applied; None when the
+    # app is not served by `serve` (tests, eval).
+    listener: Listener | None = None
     draining: bool = False
     in_flight: int = 0
     # Request ids: a random per-process prefix and a counter — unique without a syscall

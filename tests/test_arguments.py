@@ -15,7 +15,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy import jsonutil
-from proxy.arguments import ArgumentChecker, full_schema_for, full_schemas
+from proxy.arguments import (
+    MAX_CHECKED_SCHEMA_BYTES,
+    ArgumentChecker,
+    _validator_weight,
+    full_schema_for,
+    full_schema_key_for,
+    full_schemas,
+    schema_key,
+)
 from proxy.jsonutil import JsonList
 from proxy.policy import PASSTHROUGH, PolicySpec, build_policy
 
@@ -235,18 +243,39 @@ def test_different_schemas_get_different_validators() -> None:
     assert checker.check("lookup_order", "{}", ORDER_SCHEMA) == "schema"
 
 
-def test_the_caches_are_bounded_and_forget_the_least_recently_used() -> None:
-    checker = ArgumentChecker(max_cached=2)
+def test_the_cache_is_bounded_in_bytes_and_forgets_the_least_recently_used() -> None:
     schemas = [{"type": "object", "maxProperties": n} for n in range(3)]
+    one = _validator_weight(schema_key(schemas[0]) or b"", object())
+    checker = ArgumentChecker(max_bytes=2 * one + 10)  # room for two of them
     first = checker.validator(schemas[0])
     checker.validator(schemas[1])
     assert checker.validator(schemas[0]) is first  # used again: now the most recent
     checker.validator(schemas[2])  # evicts schemas[1]
     assert checker.validator(schemas[0]) is first
+    assert checker.weight <= 2 * one + 10
     # An evicted schema is compiled again (a new validator that judges the same way).
     recompiled = checker.validator(copy.deepcopy(schemas[1]))
     assert recompiled is not None
     assert checker.check("fn", '{"a": 1, "b": 2}', schemas[1]) == "schema"
+
+
+def test_a_schema_too_large_is_not_compiled_and_its_calls_get_the_json_check() -> None:
+    checker = ArgumentChecker()
+    huge = {"type": "object", "properties": {f"p{n}": {} for n in range(10_000)}}
+    huge["required"] = ["p0"]
+    assert len(schema_key(huge) or b"") > MAX_CHECKED_SCHEMA_BYTES
+    assert checker.validator(huge) is None
+    assert checker.check("fn", "{}", huge) is None  # would break `required`: not judged
+    assert checker.check("fn", "[1]", huge) == "json"
+    assert checker.weight < 2 * MAX_CHECKED_SCHEMA_BYTES  # its bytes, no compiled form
+
+
+def test_many_distinct_schemas_stay_within_the_budget() -> None:
+    checker = ArgumentChecker(max_bytes=1024 * 1024)
+    for n in range(400):
+        schema = {"type": "object", "properties": {f"p{i}_{n}": {} for i in range(100)}}
+        assert checker.check("fn", "{}", schema) is None
+    assert checker.weight <= 1024 * 1024
 
 
 def test_an_unusable_schema_is_cached_too() -> None:
@@ -349,6 +378,10 @@ def test_full_schema_for_one_function_agrees_with_the_whole_map(tools: Any) -> N
     for function in (*schemas, "not_offered"):
         assert full_schema_for(policy, tools, function) == schemas.get(function)
         assert full_schema_for(policy, shared, function) == schemas.get(function)
+        expected_key = schema_key(schemas.get(function))
+        assert full_schema_key_for(policy, tools, function) == expected_key
+        assert full_schema_key_for(policy, shared, function) == expected_key
+        assert full_schema_key_for(policy, shared, function) == expected_key  # kept
 
 
 SUPPORT_SCHEMAS = [

@@ -79,6 +79,8 @@ FAULT_ROUTES = {
 def fault_config(upstream_url: str, blackhole_port: int) -> dict[str, Any]:
     """The route `chat`, and one route per fault on upstreams with short timeouts."""
     config = basic_config(upstream_url)
+    # Every scrape renders anew: a test reads the counts before and after one request.
+    config["server"] = {"metrics_cache_s": 0}
     fake = config["upstreams"]["fake"]
     config["upstreams"].update(
         {

@@ -385,6 +385,22 @@ def test_the_service_monitor_scrapes_metrics() -> None:
     assert (endpoint["interval"], endpoint["scrapeTimeout"]) == ("15s", "10s")
 
 
+def test_metrics_on_a_port_of_their_own_are_served_and_scraped_there() -> None:
+    docs = manifests(render(MODES["metrics-port"]))
+    proxy = container(pod_spec(docs))
+    args = build_parser().parse_args(proxy["args"])
+    assert (args.metrics_host, args.metrics_port) == ("0.0.0.0", 9090)
+    assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in proxy["ports"]
+    service_ports = one(docs, "Service")["spec"]["ports"]
+    assert {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"} in (
+        service_ports
+    )
+    (endpoint,) = one(docs, "ServiceMonitor")["spec"]["endpoints"]
+    assert (endpoint["port"], endpoint["path"]) == ("metrics", "/metrics")
+    plain = container(pod_spec(manifests(render(MODES["servicemonitor"]))))
+    assert build_parser().parse_args(plain["args"]).metrics_port is None
+
+
 def test_the_dashboard_config_map_carries_the_dashboard_for_grafana() -> None:
     docs = manifests(render(MODES["dashboard"]))
     dashboard = next(
@@ -430,6 +446,14 @@ def test_a_classic_sidecar_is_an_ordinary_container(sidecar_app: Path) -> None:
     assert "restartPolicy" not in proxy
     assert "startupProbe" not in proxy
     assert build_parser().parse_args(proxy["args"]).port == 9090
+
+
+def test_a_sidecar_with_a_metrics_port_opens_it_and_only_it(sidecar_app: Path) -> None:
+    values = {"tuned-proxy": {"metrics": {"port": 9464}}}
+    proxy = container(pod_spec(sidecar_pod(sidecar_app, values)))
+    args = build_parser().parse_args(proxy["args"])
+    assert (args.host, args.metrics_host, args.metrics_port) == ("127.0.0.1", "0.0.0.0", 9464)
+    assert {"name": "tp-metrics", "containerPort": 9464, "protocol": "TCP"} in proxy["ports"]
 
 
 def test_the_sidecar_pod_mounts_a_config_that_loads(sidecar_app: Path, tmp_path: Path) -> None:

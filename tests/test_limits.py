@@ -4,7 +4,9 @@ upstream's own connect, first-byte (idle) and total timeouts."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -20,7 +22,16 @@ from tests.conftest import (
     basic_config,
     eventually,
 )
-from tests.test_faults import MESSAGES, data_events, exchange, samples_of, scrape, total
+from tests.test_faults import (
+    MESSAGES,
+    Live,
+    data_events,
+    exchange,
+    live_process,
+    samples_of,
+    scrape,
+    total,
+)
 
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
 GOOD = {"model": "chat", "messages": MESSAGES}
@@ -75,6 +86,62 @@ async def test_beyond_max_in_flight_the_proxy_refuses_at_once(
             stream.close()
     await eventually(lambda: state.in_flight == 0, "the held streams are let go")
     assert (await exchange(capped.url, GOOD)).status == 200
+
+
+async def test_connections_that_send_no_body_take_no_slot(capped: RunningProxy) -> None:
+    """70 connections send their headers and never their body: the requests that do send one
+    are served meanwhile (a slot is taken once the body is in, not before)."""
+    head = (
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: p\r\n"
+        f"Authorization: Bearer {CLIENT_KEY}\r\nContent-Type: application/json\r\n"
+        "Content-Length: 1000\r\n\r\n"
+    ).encode()
+    silent = []
+    for _ in range(70):
+        _, writer = await asyncio.open_connection("127.0.0.1", int(capped.url.rsplit(":")[-1]))
+        writer.write(head)
+        silent.append(writer)
+    try:
+        async with asyncio.timeout(5):
+            outcomes = [await exchange(capped.url, GOOD) for _ in range(3)]
+        assert [outcome.status for outcome in outcomes] == [200, 200, 200]
+        assert capped.app[STATE].in_flight == 0
+    finally:
+        for writer in silent:
+            writer.close()
+
+
+async def test_bodies_in_flight_are_bounded_in_bytes(
+    fake_upstream: FakeUpstream, start_proxy: StartProxy
+) -> None:
+    """Two bodies of 400 KB arriving slowly hold 800 KB of a 1 MB budget: a third is refused
+    (503) as its bytes arrive, and once they are gone the budget is whole again."""
+    config = basic_config(fake_upstream.url)
+    config["server"] = {"max_body_bytes": 512 * 1024, "max_bytes_in_flight": 1024 * 1024}
+    proxy = await start_proxy(config)
+    port = int(proxy.url.rsplit(":")[-1])
+    head = (
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: p\r\n"
+        f"Authorization: Bearer {CLIENT_KEY}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {500 * 1024}\r\n\r\n"
+    ).encode()
+    state = proxy.app[STATE]
+    held = []
+    for _ in range(2):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(head + b'{"model": "chat", "x": "' + b"a" * 400 * 1024)
+        held.append((reader, writer))
+    await eventually(lambda: state.bytes_in_flight.held >= 800 * 1024, "800 KB held")
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head + b'{"model": "chat", "x": "' + b"a" * 400 * 1024)
+    async with asyncio.timeout(5):
+        status_line = await reader.readline()
+    assert b" 503 " in status_line
+    writer.close()
+    for _, other in held:
+        other.close()
+    await eventually(lambda: state.bytes_in_flight.held == 0, "the bodies are let go")
+    assert (await exchange(proxy.url, GOOD)).status == 200
 
 
 # ----------------------------------------------------------------------------- timeouts
@@ -148,3 +215,82 @@ async def test_the_connect_timeout_is_the_upstreams_own(timed: RunningProxy) -> 
     samples = samples_of(timed)
     assert total(samples, "tuned_proxy_upstream_errors_total", upstream="hole", reason="timeout")
     assert timed.app[STATE].upstreams.connection_counts() == (0, 0)
+
+
+# ----------------------------------------------------------------------------- memory under abuse
+
+
+def rss(pid: int, field: str = "VmRSS") -> int:
+    with open(f"/proc/{pid}/status") as status:
+        kilobytes = next(line.split()[1] for line in status if line.startswith(f"{field}:"))
+    return int(kilobytes) * 1024
+
+
+def schema_request(index: int, properties: int) -> bytes:
+    """A new function of `properties` empty properties, its call forced: the fake model
+    answers it, so the proxy checks the arguments against this schema."""
+    name = f"f{index}"
+    parameters = {"type": "object", "properties": {f"p{i}_{index}": {} for i in range(properties)}}
+    tool = {"type": "function", "function": {"name": name, "parameters": parameters}}
+    choice = {"type": "function", "function": {"name": name}}
+    body = {"model": "chat", "messages": MESSAGES, "tools": [tool], "tool_choice": choice}
+    return json.dumps(body).encode()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    with live_process(tmp_path_factory.mktemp("limits")) as running:
+        yield running
+
+
+@pytest.mark.slow
+async def test_distinct_client_schemas_do_not_grow_the_process(live: Live) -> None:
+    """150 new 58 KB schemas, each checked: the validators' cache holds ~32 MB of them, where
+    it used to keep 256 of any size (~2 MB each here: 300 MB)."""
+    proxy = live.proxy
+    headers = {**AUTH, "Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as session:
+        for warm in range(3):
+            async with session.post(
+                f"{proxy.url}/v1/chat/completions", data=schema_request(-warm, 10), headers=headers
+            ) as answer:
+                assert answer.status == 200
+        before = rss(proxy.proc.pid)
+        for index in range(150):
+            async with session.post(
+                f"{proxy.url}/v1/chat/completions",
+                data=schema_request(index, 4000),
+                headers=headers,
+            ) as answer:
+                assert answer.status == 200
+                assert (await answer.json())["choices"][0]["finish_reason"] == "tool_calls"
+    grown = rss(proxy.proc.pid) - before
+    assert grown < 96 * 1024 * 1024, f"{grown / 2**20:.0f} MB"
+
+
+@pytest.mark.slow
+async def test_a_burst_of_bodies_of_tiny_values_is_refused_before_it_is_parsed(live: Live) -> None:
+    """16 bodies of 4 MB of `{}` at once (1.3 million values each, ~95 MB once parsed): each is
+    a 400 before it is parsed, and the peak memory grows by about the bodies' bytes."""
+    proxy = live.proxy
+    count = (4 * 1024 * 1024 - 100) // 3
+    tools = b"[" + b",".join([b"{}"] * count) + b"]"
+    body = b'{"model": "chat", "messages": [{"role": "user", "content": "x"}], "tools": '
+    body += tools + b"}"
+    peak_before = rss(proxy.proc.pid, "VmHWM")
+    connector = aiohttp.TCPConnector(limit=0)
+    headers = {**AUTH, "Content-Type": "application/json"}
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def post() -> tuple[int, str]:
+            async with session.post(
+                f"{proxy.url}/v1/chat/completions", data=io.BytesIO(body), headers=headers
+            ) as answer:
+                return answer.status, (await answer.json())["error"]["code"]
+
+        outcomes = await asyncio.gather(*(post() for _ in range(16)))
+        async with asyncio.timeout(5), session.get(f"{proxy.url}/healthz") as health:
+            assert health.status == 200
+    assert set(outcomes) == {(400, "too_many_json_values")}
+    peak_grown = rss(proxy.proc.pid, "VmHWM") - peak_before
+    assert peak_grown < 160 * 1024 * 1024, f"{peak_grown / 2**20:.0f} MB"

@@ -18,6 +18,7 @@ from tests.conftest import (
     RunningProxy,
     StartProxy,
     basic_config,
+    eventually,
     fake_variant,
 )
 
@@ -223,3 +224,44 @@ async def test_shadow_outcomes_and_reloads_are_counted(
         await task
     m = await scrape(proxy)
     assert value(m, "tuned_proxy_shadow_requests_total", route="chat", outcome="ok") == 1
+
+
+async def test_a_scrape_within_the_cache_time_gets_the_same_rendering(
+    fake_upstream: FakeUpstream, start_proxy: StartProxy
+) -> None:
+    """`server.metrics_cache_s`: scrapers at once cost one rendering; 0 renders every time."""
+
+    async def scraped_text(proxy: RunningProxy) -> str:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{proxy.url}/metrics") as response,
+        ):
+            return await response.text()
+
+    async def one_request(proxy: RunningProxy) -> None:
+        body = {"model": "chat", "messages": LOOKUP}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{proxy.url}/v1/chat/completions",
+                json=body,
+                headers={"Authorization": f"Bearer {CLIENT_KEY}"},
+            ) as response,
+        ):
+            assert response.status == 200
+            await response.read()
+        await eventually(
+            lambda: (
+                b'code="200",route="chat",variant="main"} 1.0'
+                in proxy.app[STATE].metrics.render()[0]
+            ),
+            "the request is counted",
+        )
+
+    cached = await start_proxy({**basic_config(fake_upstream.url), "server": {}})
+    fresh = await start_proxy({**basic_config(fake_upstream.url), "server": {"metrics_cache_s": 0}})
+    for proxy, reused in ((cached, True), (fresh, False)):
+        before = await scraped_text(proxy)
+        await one_request(proxy)
+        after = await scraped_text(proxy)
+        assert (after == before) is reused

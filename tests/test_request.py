@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from proxy import jsonutil
+from proxy.admission import BytesInFlight
 from proxy.errors import InvalidRequest
-from proxy.request import ToolLists, parse_chat_body
+from proxy.jsonutil import JsonList
+from proxy.request import BodyLimits, ToolLists, _list_weight, parse_chat_body
 
 TOOLS = b'[{"type": "function", "function": {"name": "lookup_order"}}]'
 
@@ -68,22 +70,68 @@ def test_tools_that_are_not_a_list_are_not_kept() -> None:
     assert len(tool_lists) == 0
 
 
-def test_the_cache_is_bounded_by_count_and_by_bytes() -> None:
+def test_the_cache_is_bounded_by_count_and_by_memory() -> None:
     by_count = ToolLists(max_lists=2)
     first = by_count.parse(b'["a"]')
     kept = by_count.parse(b'["b"]')
-    by_count.parse(b'["c"]')  # the oldest, "a", leaves
+    by_count.parse(b'["c"]')  # the least lately used, "a", leaves
     assert len(by_count) == 2
     assert by_count.parse(b'["b"]') is kept
     assert by_count.parse(b'["a"]') is not first
-    by_bytes = ToolLists(max_bytes=20)
-    by_bytes.parse(b'["0123456789"]')  # 14 bytes
-    by_bytes.parse(b'["abcdefghij"]')  # 14 more: the first leaves
-    assert len(by_bytes) == 1
-    too_big = b'["' + b"x" * 30 + b'"]'
-    assert by_bytes.parse(too_big) == ["x" * 30]
-    assert by_bytes.parse(too_big) is not by_bytes.parse(too_big)  # heavier than it: not kept
-    assert len(by_bytes) == 1
+    one = _list_weight(b'["0123456789"]', JsonList(["0123456789"], b'["0123456789"]'))
+    by_memory = ToolLists(max_bytes=one + 10)
+    by_memory.parse(b'["0123456789"]')
+    by_memory.parse(b'["abcdefghij"]')  # as heavy again: the first leaves
+    assert len(by_memory) == 1
+    assert by_memory.weight <= one + 10
+    too_big = b'["' + b"x" * 300 + b'"]'
+    assert by_memory.parse(too_big) == ["x" * 300]
+    assert by_memory.parse(too_big) is not by_memory.parse(too_big)  # heavier: not kept
+    assert len(by_memory) == 1
+
+
+def test_a_list_of_many_small_values_weighs_them() -> None:
+    """4 MB of `{}` holds ~95 MB once parsed: the weight says so, not the text's size."""
+    text = b"[" + b",".join([b"{}"] * 10_000) + b"]"
+    lists = ToolLists(max_bytes=len(text) * 10)
+    lists.parse(text)
+    assert len(lists) == 0  # 30 KB of text, ~1 MB of values: over a 300 KB budget
+
+
+def test_too_many_json_values_are_refused_before_they_are_parsed() -> None:
+    limits = BodyLimits(max_json_elements=1000, max_tools=128)
+    many = b'{"model": "m", "messages": [], "metadata": [' + b",".join([b"{}"] * 2000) + b"]}"
+    with pytest.raises(InvalidRequest) as refused:
+        parse_chat_body(many, ToolLists(), limits)
+    assert refused.value.code == "too_many_json_values"
+    assert "at most 1000" in refused.value.message
+    # Commas inside a string are not values: a long text passes.
+    text = b'{"model": "m", "messages": [{"role": "user", "content": "' + b"a," * 5000 + b'"}]}'
+    assert parse_chat_body(text, ToolLists(), limits)["messages"][0]["content"] == "a," * 5000
+
+
+@pytest.mark.parametrize("field", ["tools", "functions"])
+def test_more_tools_than_allowed_is_openais_400(field: str) -> None:
+    tools = [{"type": "function", "function": {"name": f"f{n}"}} for n in range(129)]
+    raw = jsonutil.dumps({"model": "m", "messages": [], field: tools})
+    with pytest.raises(InvalidRequest) as refused:
+        parse_chat_body(raw, ToolLists())
+    assert refused.value.code == "array_above_max_length"
+    assert refused.value.param == field
+    assert "maximum length 128, but got an array with length 129" in refused.value.message
+
+
+def test_the_values_parsed_are_held_and_a_known_list_is_not() -> None:
+    budget = BytesInFlight()
+    raw = body_with(TOOLS)
+    tool_lists = ToolLists()
+    with budget.holding(10**9) as held:
+        parse_chat_body(raw, tool_lists, held=held)
+        first = held.taken
+    with budget.holding(10**9) as held:
+        parse_chat_body(raw, tool_lists, held=held)  # the tools list is known: not parsed
+        assert 0 < held.taken < first
+    assert budget.held == 0
 
 
 def test_fields_keep_their_values() -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from proxy import jsonutil
-from proxy.cache import BoundedCache
+from proxy.cache import BoundedCache, weigh_json_text
 from proxy.errors import InvalidRequest, echo
 from proxy.jsonutil import JsonList
 from proxy.rewrite.fields import function_name, read_tools, tool_choice_names
@@ -37,7 +37,15 @@ RewriteMemo = BoundedCache[MemoKey, Outcome]
 def new_rewrite_memo() -> RewriteMemo:
     """A policy's memo of tools-step outcomes for shared lists. Applications send few
     distinct lists; the bounds hold against a client that sends a new one every time."""
-    return BoundedCache(lambda key: len(key[0]), max_entries=256, max_bytes=8 * 1024 * 1024)
+    return BoundedCache(_outcome_weight, max_entries=256, max_bytes=8 * 1024 * 1024)
+
+
+def _outcome_weight(key: MemoKey, outcome: Outcome) -> int:
+    """The key's text (which the memo keeps alive) and the kept list's own text and values,
+    when they are not the request's list itself (then they are the parse stage's to weigh)."""
+    kept = outcome[0]
+    own = weigh_json_text(kept.json) if type(kept) is JsonList and kept.json is not key[0] else 0
+    return len(key[0]) + own
 
 
 @dataclass(frozen=True)

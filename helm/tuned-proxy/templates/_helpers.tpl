@@ -167,6 +167,10 @@ The proxy container's pieces, shared by the Deployment and the sidecar.
 - --drain-timeout={{ .drain }}
 - --log-level={{ $values.logLevel }}
 - --log-format={{ $values.logFormat }}
+{{- with $values.metrics.port }}
+- --metrics-host=0.0.0.0
+- --metrics-port={{ . }}
+{{- end }}
 {{- if $values.reload.enabled }}
 - --watch
 {{- end }}

@@ -37,6 +37,11 @@ is the same Pod as plain manifests.
     - name: tuned-proxy
       containerPort: {{ $port }}
       protocol: TCP
+    {{- with .Values.metrics.port }}
+    - name: tp-metrics
+      containerPort: {{ . }}
+      protocol: TCP
+    {{- end }}
   {{- with include "tuned-proxy.upstreamEnv" . | trim }}
   env:
     {{- . | nindent 4 }}
