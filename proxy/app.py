@@ -29,8 +29,8 @@ from proxy.errors import (
 from proxy.handler import chat_completions
 from proxy.metrics import Metrics
 from proxy.observe import observe_noted_chunks
-from proxy.policy import Policy
 from proxy.record import RequestRecord, log_request
+from proxy.rewrite.policy import Policy
 from proxy.shadow import ShadowSender
 from proxy.state import RECORD, STATE, ProxyState
 from proxy.upstream import Upstreams

@@ -33,7 +33,7 @@ import orjson
 from proxy import jsonutil
 from proxy.cache import BoundedCache
 from proxy.jsonutil import JsonList
-from proxy.policy import Policy
+from proxy.rewrite.policy import Policy
 
 # What `check` answers: the kind of failure, used as the `kind` metric label.
 NOT_JSON = "json"

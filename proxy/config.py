@@ -20,9 +20,10 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from proxy.errors import ConfigError, validation_messages
-from proxy.policy import PASSTHROUGH, Policy, load_policy
+from proxy.policies import load_policy
 from proxy.request import BodyLimits
 from proxy.rewrite import RewriteResult, rewrite
+from proxy.rewrite.policy import PASSTHROUGH, Policy
 from proxy.yamlfile import read_yaml_mapping
 
 STICKY_PATTERN = re.compile(

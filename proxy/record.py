@@ -15,8 +15,8 @@ import structlog
 
 from proxy import logs
 from proxy.errors import MAX_ECHOED_CHARS, echo
-from proxy.policy import Policy
 from proxy.rewrite import Change
+from proxy.rewrite.policy import Policy
 
 logger = structlog.get_logger("tuned_proxy.request")
 

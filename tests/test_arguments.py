@@ -25,7 +25,7 @@ from proxy.arguments import (
     schema_key,
 )
 from proxy.jsonutil import JsonList
-from proxy.policy import PASSTHROUGH, PolicySpec, build_policy
+from proxy.rewrite.policy import PASSTHROUGH, PolicySpec, build_policy
 
 ORDER_SCHEMA: dict[str, Any] = {
     "type": "object",

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from proxy import jsonutil
-from proxy.policy import Policy, load_policy
+from proxy.policies import load_policy
+from proxy.rewrite.policy import Policy
 
 REPO = Path(__file__).resolve().parent.parent
 POLICIES = REPO / "policies"

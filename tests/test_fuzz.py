@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 
 from proxy import jsonutil
 from proxy.errors import ConfigError, InvalidRequest
-from proxy.policy import Policy, PolicySpec, build_policy
 from proxy.rewrite import ACTIONS, RewriteResult, rewrite
+from proxy.rewrite.policy import Policy, PolicySpec, build_policy
 from proxy.state import STATE
 from tests.conftest import CLIENT_KEY, FakeUpstream, RunningProxy, StartProxy, basic_config
 from tests.test_rewrite_properties import bodies, json_values, schemas

@@ -9,9 +9,9 @@ import pytest
 
 from proxy import jsonutil
 from proxy.errors import InvalidRequest
-from proxy.policy import PASSTHROUGH, PolicySpec, build_policy
 from proxy.rewrite import rewrite
 from proxy.rewrite.legacy import chunk_to_legacy, response_to_legacy
+from proxy.rewrite.policy import PASSTHROUGH, PolicySpec, build_policy
 
 TRANSLATE = build_policy("legacy", PolicySpec())
 

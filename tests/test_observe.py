@@ -24,8 +24,8 @@ from proxy.observe import (
     observe_completion_json,
     observe_noted_chunks,
 )
-from proxy.policy import PASSTHROUGH
 from proxy.record import RequestRecord
+from proxy.rewrite.policy import PASSTHROUGH
 
 
 def chunk(**delta: object) -> bytes:

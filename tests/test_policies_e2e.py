@@ -11,7 +11,7 @@ from typing import Any
 import openai
 import pytest
 
-from proxy.policy import load_policy
+from proxy.policies import load_policy
 from proxy.rewrite import rewrite
 from tests.conftest import FakeUpstream, RunningProxy, StartProxy, basic_config, fake_variant
 

@@ -9,7 +9,8 @@ import pytest
 
 from proxy import jsonutil
 from proxy.errors import ConfigError
-from proxy.policy import PASSTHROUGH, PolicySpec, build_policy, load_policy
+from proxy.policies import load_policy
+from proxy.rewrite.policy import PASSTHROUGH, PolicySpec, build_policy
 
 REPO_POLICIES = Path(__file__).resolve().parent.parent / "policies"
 

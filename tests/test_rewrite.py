@@ -22,9 +22,10 @@ import pytest
 
 from proxy import jsonutil
 from proxy.errors import InvalidRequest
-from proxy.policy import PASSTHROUGH, Policy, load_policy
+from proxy.policies import load_policy
 from proxy.request import ToolLists
 from proxy.rewrite import ACTIONS, Change, RewriteResult, rewrite
+from proxy.rewrite.policy import PASSTHROUGH, Policy
 
 CASES = Path(__file__).parent / "cases"
 CASE_DIRS = sorted(path for path in CASES.iterdir() if path.is_dir())

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 from proxy import jsonutil
 from proxy.errors import InvalidRequest
-from proxy.policy import PASSTHROUGH, Policy, PolicySpec, build_policy
 from proxy.request import ToolLists
 from proxy.rewrite import ACTIONS, RewriteResult, rewrite
+from proxy.rewrite.policy import PASSTHROUGH, Policy, PolicySpec, build_policy
 
 
 def _tool(name: str, **function: Any) -> dict[str, Any]:

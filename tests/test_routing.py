@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from proxy.config import MockUpstream, Route, Target
 from proxy.errors import InvalidRequest, ModelNotFound
-from proxy.policy import PASSTHROUGH
+from proxy.rewrite.policy import PASSTHROUGH
 from proxy.routing import (
     VARIANT_HEADER,
     choose_variant,

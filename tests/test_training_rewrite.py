@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from proxy import jsonutil
-from proxy.policy import load_policy
+from proxy.policies import load_policy
 from proxy.rewrite import rewrite
 from proxy.training import TrainingFileCheck, rewrite_example, run_rewrite
 from proxy.training.reader import UTF8_BOM

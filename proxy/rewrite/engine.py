@@ -8,17 +8,14 @@ reports what it did in `changes`, and is a no-op when its part of the policy is 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from proxy.rewrite.legacy import translate_legacy_functions
 from proxy.rewrite.logit_bias import apply_logit_bias
+from proxy.rewrite.policy import Policy
 from proxy.rewrite.result import LEGACY_FUNCTIONS_TRANSLATED, Body, Change, RewriteResult
 from proxy.rewrite.system_prompt import apply_system_prompt
 from proxy.rewrite.tool_choice import force_parallel_tool_calls, force_tool_choice_on_user_turn
 from proxy.rewrite.tools import rewrite_tool_definitions
-
-if TYPE_CHECKING:
-    from proxy.policy import Policy
 
 Step = Callable[[Body, "Policy", list[Change]], Body]
 

@@ -11,14 +11,12 @@ the `role: tool` answer to it. A legacy answer holds one call, so parallel calls
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from proxy.errors import InvalidRequest
 from proxy.rewrite.fields import invalid_type, message_at, read_messages
+from proxy.rewrite.policy import Policy
 from proxy.rewrite.result import LEGACY_FUNCTIONS_TRANSLATED, Body, Change
-
-if TYPE_CHECKING:
-    from proxy.policy import Policy
 
 
 def translate_legacy_functions(body: Body, policy: Policy, changes: list[Change]) -> Body:

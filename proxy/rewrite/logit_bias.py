@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from proxy.rewrite.fields import has_tools, invalid_type
+from proxy.rewrite.policy import MAX_LOGIT_BIAS_TOKENS, LogitBiasSpec, Policy
 from proxy.rewrite.result import (
     LOGIT_BIAS_APPLIED,
     LOGIT_BIAS_SKIPPED,
@@ -14,10 +15,6 @@ from proxy.rewrite.result import (
 )
 from proxy.rewrite.schema import without
 
-if TYPE_CHECKING:
-    from proxy.policy import LogitBiasSpec, Policy
-
-MAX_LOGIT_BIAS_TOKENS = 1024  # OpenAI refuses more
 _SAMPLING = ("temperature", "top_p")
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from proxy.rewrite.fields import is_system, message_at, read_messages
+from proxy.rewrite.policy import Policy
 from proxy.rewrite.result import (
     SYSTEM_PROMPT_INSERTED,
     SYSTEM_PROMPT_PREPENDED,
@@ -12,9 +13,6 @@ from proxy.rewrite.result import (
     Body,
     Change,
 )
-
-if TYPE_CHECKING:
-    from proxy.policy import Policy
 
 
 def apply_system_prompt(body: Body, policy: Policy, changes: list[Change]) -> Body:

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from proxy.rewrite.fields import has_tools, message_at, read_messages
+from proxy.rewrite.policy import Policy
 from proxy.rewrite.result import PARALLEL_TOOL_CALLS_SET, TOOL_CHOICE_FORCED, Body, Change
-
-if TYPE_CHECKING:
-    from proxy.policy import Policy
 
 
 def force_parallel_tool_calls(body: Body, policy: Policy, changes: list[Change]) -> Body:

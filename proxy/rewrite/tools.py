@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from proxy import jsonutil
-from proxy.cache import BoundedCache, weigh_json_text
 from proxy.errors import InvalidRequest, echo
 from proxy.jsonutil import JsonList
 from proxy.rewrite.fields import function_name, read_tools, tool_choice_names
+from proxy.rewrite.policy import Policy
 from proxy.rewrite.result import (
     TOOL_DROPPED_UNKNOWN,
     TOOL_OMITTED,
@@ -21,31 +21,8 @@ from proxy.rewrite.result import (
 )
 from proxy.rewrite.schema import SchemaTooDeep, slim_tool
 
-if TYPE_CHECKING:
-    from proxy.policy import Policy
-
 # Fields upstreams refuse when there is no tool left (see the OpenAI contract notes).
 _TOOLS_ONLY_FIELDS = ("tools", "tool_choice", "parallel_tool_calls")
-# What one outcome of the tools step is: the tools kept and the changes reported.
-Outcome = tuple[list[Any], tuple[Change, ...]]
-MemoKey = tuple[bytes, frozenset[str]]  # (the shared list's text, the forced functions)
-
-
-RewriteMemo = BoundedCache[MemoKey, Outcome]
-
-
-def new_rewrite_memo() -> RewriteMemo:
-    """A policy's memo of tools-step outcomes for shared lists. Applications send few
-    distinct lists; the bounds hold against a client that sends a new one every time."""
-    return BoundedCache(_outcome_weight, max_entries=256, max_bytes=8 * 1024 * 1024)
-
-
-def _outcome_weight(key: MemoKey, outcome: Outcome) -> int:
-    """The key's text (which the memo keeps alive) and the kept list's own text and values,
-    when they are not the request's list itself (then they are the parse stage's to weigh)."""
-    kept = outcome[0]
-    own = weigh_json_text(kept.json) if type(kept) is JsonList and kept.json is not key[0] else 0
-    return len(key[0]) + own
 
 
 @dataclass(frozen=True)

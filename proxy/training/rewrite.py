@@ -30,9 +30,10 @@ from typing import Any, BinaryIO
 
 from proxy import jsonutil
 from proxy.errors import ConfigError, InvalidRequest
-from proxy.policy import Policy, PolicySpec, load_policy
+from proxy.policies import load_policy
 from proxy.rewrite import Change, rewrite
 from proxy.rewrite.fields import invalid_type
+from proxy.rewrite.policy import Policy, PolicySpec
 from proxy.rewrite.result import (
     LEGACY_FUNCTIONS_TRANSLATED,
     TOOL_DROPPED_UNKNOWN,

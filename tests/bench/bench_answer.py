@@ -25,9 +25,9 @@ from bench_rewrite import us_per_call
 from harness import FIXTURES
 
 from proxy import jsonutil, observe
-from proxy.policy import PASSTHROUGH
 from proxy.record import RequestRecord
 from proxy.relay import StreamRelay
+from proxy.rewrite.policy import PASSTHROUGH
 
 STREAM = (FIXTURES / "stream.sse").read_bytes()
 ANSWER = (FIXTURES / "answer.json").read_bytes()

@@ -25,9 +25,10 @@ from typing import Any
 from harness import FIXTURES, POLICIES
 
 from proxy import jsonutil
-from proxy.policy import PASSTHROUGH, Policy, build_policy, load_policy
+from proxy.policies import load_policy
 from proxy.request import ToolLists, parse_chat_body
 from proxy.rewrite import rewrite
+from proxy.rewrite.policy import PASSTHROUGH, Policy, build_policy
 
 TOOL_COUNTS = (1, 20, 128)
 MODES = ("passthrough", "identical", "slim")
