@@ -25,7 +25,9 @@ def imported(tree: ast.AST) -> list[str]:
         if isinstance(node, ast.Import):
             names += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.append(node.module)
+            # `from proxy import jsonutil` imports the module proxy.jsonutil
+            parent = node.module == "proxy"
+            names += [f"proxy.{a.name}" for a in node.names] if parent else [node.module]
     return names
 
 
