@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from proxy.arguments import ArgumentChecker, full_schema_key_for
 from proxy.auth import authenticate
 from proxy.config import Runtime
 from proxy.errors import (
@@ -28,17 +24,15 @@ from proxy.errors import (
 )
 from proxy.handler import chat_completions
 from proxy.metrics import Metrics
-from proxy.observe import observe_noted_chunks
-from proxy.record import RequestRecord, log_request
-from proxy.rewrite.policy import Policy
+from proxy.record import RequestRecord
+from proxy.recording import record_abandoned, record_request
+from proxy.replies import SERVER_NAME, error_response, hand_over
 from proxy.shadow import ShadowSender
 from proxy.state import RECORD, STATE, ProxyState
 from proxy.upstream import Upstreams
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-SERVER_NAME = "tuned-proxy"  # the `Server` header: no versions for a scanner to match
-CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request the client abandoned
 # A client's request id is echoed only if it is short and printable (it goes into headers and logs).
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 # Envoy's default cap on a request's headers is 60 KiB. aiohttp caps each header (8190 bytes)
@@ -66,12 +60,6 @@ def check_header_size(request: web.Request, limit: int) -> None:
         )
 
 
-def error_response(exc: ProxyError, request_id: str) -> web.Response:
-    return web.json_response(
-        exc.body(), status=exc.status, headers={**exc.headers(), "x-request-id": request_id}
-    )
-
-
 def _as_proxy_error(exc: web.HTTPException) -> ProxyError:
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return BodyTooLarge("The request body is too large.")
@@ -97,15 +85,17 @@ async def defer_expectation(request: web.Request) -> None:
 
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Give every request an id and a record, check its client key, turn every failure into
-    an OpenAI error body, and write the request's log line at the end.
+    """What wraps every route: an id and a record for the request, the header cap, the client
+    key, the `Expect` header, an OpenAI error body for every failure a handler does not answer
+    itself, and the record stage for a request no pipeline recorded (`pipeline.py`).
 
     One middleware rather than one per concern: each layer costs every request a coroutine."""
     record = RequestRecord(request_id=request_id_for(request), path=request.path)
     request[RECORD] = record
+    state = request.app[STATE]
     structlog.contextvars.bind_contextvars(request_id=record.request_id)
     try:
-        runtime = request.app[STATE].runtime
+        runtime = state.runtime
         check_header_size(request, runtime.config.server.max_header_bytes)
         if runtime.client_keys and request.path not in PUBLIC_PATHS:
             authenticate(request, runtime.client_keys)
@@ -120,10 +110,8 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             raise
         response = error_response(_as_proxy_error(exc), record.request_id)
     except asyncio.CancelledError:
-        # The client went away (aiohttp cancels its handler): still count and log it.
-        record.client_disconnected = True
-        record.status = record.status or CLIENT_CLOSED_REQUEST
-        finish(request, record)
+        if request.path not in PUBLIC_PATHS:
+            record_abandoned(state, record)
         raise
     except Exception as exc:
         logger.exception("unhandled error", path=request.path)
@@ -133,69 +121,11 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         )
     finally:
         structlog.contextvars.unbind_contextvars("request_id")
-    if not response.prepared:
-        response.headers["x-request-id"] = record.request_id
-        response.headers["Server"] = SERVER_NAME
-        record.status = response.status
-        record.ended = time.perf_counter()  # the client's download is not the proxy's time
-        await send_now(request, response, record)
-    finish(request, record)
+    if not record.recorded:
+        await hand_over(request, response, record)
+        if request.path not in PUBLIC_PATHS:
+            record_request(state, record)
     return response
-
-
-async def send_now(
-    request: web.Request, response: web.StreamResponse, record: RequestRecord
-) -> None:
-    """Write a whole answer before the record stage: the client does not wait for the
-    bookkeeping (aiohttp then finds it sent and only finishes the exchange)."""
-    try:
-        await response.prepare(request)
-        await response.write_eof()
-    except ConnectionError:
-        record.client_disconnected = True  # aiohttp stops there too; the line still counts it
-    except asyncio.CancelledError:
-        record.client_disconnected = True
-        finish(request, record)
-        raise
-
-
-def finish(request: web.Request, record: RequestRecord) -> None:
-    """The record stage: read the noted stream chunks, check answered arguments, count, and
-    write the request's log line."""
-    if request.path in PUBLIC_PATHS:
-        return
-    state = request.app[STATE]
-    observe_noted_chunks(record)
-    if record.argument_check is not None:
-        check_arguments(state.arguments, record, *record.argument_check)
-    state.metrics.observe_request(record)
-    log_request(record)
-
-
-def record_unparsed(app: web.Application, error: ProxyError) -> str:
-    """Count and log a request aiohttp could not parse, which never reaches the middlewares.
-
-    Returns the request id given to it.
-    """
-    state = app.get(STATE)  # None: a plain app (the mock upstream) run by the same runner
-    request_id = state.new_request_id() if state is not None else f"req_{uuid.uuid4().hex}"
-    record = RequestRecord(request_id=request_id, path="")
-    record.status, record.error = error.status, error.message
-    if state is not None:
-        state.metrics.observe_request(record)
-    log_request(record)
-    return record.request_id
-
-
-def check_arguments(
-    checker: ArgumentChecker, record: RequestRecord, policy: Policy, request_tools: Any
-) -> None:
-    """Count answered calls whose arguments break the full schema (the answer is unchanged)."""
-    for function, arguments in record.answered_arguments():
-        key = full_schema_key_for(policy, request_tools, function)
-        kind = checker.check_against(arguments, key)
-        if kind is not None:
-            record.argument_errors.append((function, kind))
 
 
 async def list_models(request: web.Request) -> web.Response:

@@ -94,7 +94,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         print(f"tuned-proxy: {exc}", file=sys.stderr)
         return 2
-    flush_logs = configure_logging(args.log_level, args.log_format)
+    logging_setup = configure_logging(args.log_level, args.log_format)
     try:
         with asyncio.Runner(loop_factory=new_loop) as runner:
             runner.run(
@@ -104,13 +104,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     port,
                     config_path=path,
                     metrics=metrics,
+                    request_lines=logging_setup.request_lines,
                     watch=args.watch,
                     drain_timeout_s=drain,
                 )
             )
     finally:
         # The last lines ("stopped", or those before a crash) go out before any traceback.
-        flush_logs()
+        logging_setup.flush()
     return 0
 
 
@@ -141,6 +142,7 @@ def find_target(route: Route, name: str | None) -> Target | None:
 def cmd_rewrite(args: argparse.Namespace) -> int:
     from proxy import jsonutil
     from proxy.errors import ProxyError
+    from proxy.outgoing import outgoing_request
 
     runtime = _load_or_report(_config_path(args))
     if runtime is None:
@@ -156,7 +158,7 @@ def cmd_rewrite(args: argparse.Namespace) -> int:
         body = jsonutil.loads(raw)
         if not isinstance(body, dict):
             raise ValueError("the request must be a JSON object")
-        result = target.prepare(body)
+        result = outgoing_request(target, body)
     except (ValueError, ProxyError) as exc:
         print(f"tuned-proxy: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 1

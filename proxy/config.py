@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -22,7 +22,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from proxy.errors import ConfigError, validation_messages
 from proxy.policies import load_policy
 from proxy.request import BodyLimits
-from proxy.rewrite import RewriteResult, rewrite
 from proxy.rewrite.policy import PASSTHROUGH, Policy
 from proxy.yamlfile import read_yaml_mapping
 
@@ -182,12 +181,6 @@ class Target:
     policy: Policy
     weight: float = 0.0
     sample: float = 0.0
-
-    def prepare(self, body: dict[str, Any]) -> RewriteResult:
-        """The client's original body rewritten by this target's policy, for its model."""
-        result = rewrite(body, self.policy)
-        result.body["model"] = self.model
-        return result
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from proxy import jsonutil
 from proxy.app import build_app
 from proxy.config import Runtime, examples_dir, load_config
 from proxy.logs import configure_logging
+from proxy.outgoing import outgoing_request
 from proxy.routing import VARIANT_HEADER
 from proxy.server import bound_port, start_site
 
@@ -178,7 +179,7 @@ class Demo:
             "messages": [{"role": "user", "content": QUESTION}],
             "tools": self.tools,
         }
-        result = variant.prepare(body)
+        result = outgoing_request(variant, body)
         actions = Counter(change.action for change in result.changes)
         summary = ", ".join(f"{a}×{n}" if n > 1 else a for a, n in sorted(actions.items()))
         removed = result.tool_bytes_removed

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+SERVER_NAME = "tuned-proxy"  # the `Server` header: no versions for a scanner to match
 # A client's string quoted in an error or a log line is cut to this many characters: a 3 MB
 # model name must not come back whole in a 404 body nor fill a log line.
 MAX_ECHOED_CHARS = 256

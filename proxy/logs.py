@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, BinaryIO, Literal
 
 import orjson
@@ -171,9 +172,14 @@ class DirectInfoLines:
         self._buffered.msg(orjson.dumps(self._timestamp(None, "info", fields), default=str))
 
 
-# Set by `configure_logging`: where an info line may skip the pipeline, None where it may not
-# (console format, a level above info, or logging not configured, as in tests run in process).
-direct_info_lines: DirectInfoLines | None = None
+@dataclass(frozen=True)
+class LoggingSetup:
+    """What `configure_logging` set up: what writes the lines still waiting (it also runs at
+    exit), and where the request line may skip structlog's pipeline (None where it may not:
+    console format, or a level above info). The app holds the latter (`ProxyState`)."""
+
+    flush: Callable[[], None]
+    request_lines: DirectInfoLines | None
 
 
 class _AfterBufferedLines(logging.StreamHandler):  # type: ignore[type-arg]
@@ -219,16 +225,12 @@ def line_processors(
     return [spread_fields, *shared, format_exc_info_if_any, renderer]
 
 
-def configure_logging(level: str = "info", fmt: LogFormat = "json") -> Callable[[], None]:
-    """Route structlog and the standard library's loggers (aiohttp's) to stderr in one format.
-
-    Returns what writes the JSON lines still waiting (it also runs at exit).
-    """
-    global direct_info_lines
+def configure_logging(level: str = "info", fmt: LogFormat = "json") -> LoggingSetup:
+    """Route structlog and the standard library's loggers (aiohttp's) to stderr in one format."""
     numeric = logging.getLevelNamesMapping()[level.upper()]
     timestamp = UtcIsoTimestamp()
     shared = shared_processors(timestamp)
-    direct_info_lines = None
+    request_lines = None
     if fmt == "json":
         # orjson renders a log line in well under a µs (the standard json takes ~4 µs); the
         # lines go to stderr as bytes, many in one write.
@@ -243,7 +245,7 @@ def configure_logging(level: str = "info", fmt: LogFormat = "json") -> Callable[
         )
         flush: Callable[[], None] = buffered.flush
         if numeric <= logging.INFO:
-            direct_info_lines = DirectInfoLines(buffered, timestamp)
+            request_lines = DirectInfoLines(buffered, timestamp)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=False)
         factory = structlog.WriteLoggerFactory(file=sys.stderr)
@@ -260,4 +262,4 @@ def configure_logging(level: str = "info", fmt: LogFormat = "json") -> Callable[
     root.setLevel(max(numeric, logging.WARNING))
     # aiohttp's own access log would duplicate our per-request line.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    return flush
+    return LoggingSetup(flush, request_lines)

@@ -69,6 +69,7 @@ class RequestRecord:
     streamed_calls: dict[int | None, tuple[str, list[str]]] = field(default_factory=dict)
     # Stream chunks that report something counted, read at the record stage (see observe.py).
     noted_chunks: list[bytes] = field(default_factory=list)
+    recorded: bool = False  # the record stage has run (it runs once)
 
     def answered_arguments(self) -> list[tuple[str, str]]:
         streamed = [(name, "".join(parts)) for name, parts in self.streamed_calls.values()]
@@ -110,8 +111,9 @@ def logged_names(names: list[str]) -> list[str]:
     return kept
 
 
-def log_request(record: RequestRecord) -> None:
-    """The one log line of a request (fields, never content)."""
+def log_request(record: RequestRecord, direct: logs.DirectInfoLines | None = None) -> None:
+    """The one log line of a request (fields, never content); written by `direct` where the
+    logging set-up gave one (`logs.LoggingSetup.request_lines`), else through structlog."""
     total = record.elapsed()
     upstream = record.upstream_seconds
     fields: dict[str, Any] = {
@@ -143,7 +145,6 @@ def log_request(record: RequestRecord) -> None:
         fields["error"] = record.error
     if record.client_disconnected:
         fields["client_disconnected"] = True
-    direct = logs.direct_info_lines
     if direct is not None:
         direct.info("request", fields)
     else:

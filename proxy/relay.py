@@ -16,7 +16,8 @@ from typing import Any
 from aiohttp import web
 
 from proxy import jsonutil
-from proxy.errors import ProxyError, UpstreamFailure, UpstreamUnreachable
+from proxy.errors import SERVER_NAME, ProxyError, UpstreamFailure, UpstreamUnreachable
+from proxy.forward import Sent
 from proxy.observe import (
     AnswerNotObject,
     completion_object,
@@ -40,26 +41,31 @@ _USAGE_CHUNK = re.compile(rb'"choices":\s*\[\s*\]')
 _HAS_USAGE = re.compile(rb'"usage":\s*\{')
 
 
-def ask_for_stream_usage(body: dict[str, Any]) -> bool:
-    """Make a stream report its usage so it can be counted.
-
-    Returns True when the client did not ask for it: its usage chunk is removed again.
-    `body` is the rewritten copy (its top level is ours to change, nested objects are not).
-    """
-    if body.get("stream") is not True:
-        return False
-    options = body.get("stream_options")
-    if isinstance(options, dict) and options.get("include_usage") is True:
-        return False
-    body["stream_options"] = {
-        **(options if isinstance(options, dict) else {}),
-        "include_usage": True,
-    }
-    return True
-
-
 def is_usage_chunk(data: bytes) -> bool:
     return _USAGE_CHUNK.search(data) is not None and _HAS_USAGE.search(data) is not None
+
+
+async def relay(request: web.Request, sent: Sent, record: RequestRecord) -> web.StreamResponse:
+    """Hand the answer of the attempt that answered to the client, in the form it came in (an
+    error, a stream, a JSON answer); the upstream answer is closed whatever happens."""
+    answer, outgoing = sent.answer, sent.outgoing
+    headers = {
+        **answer.headers,
+        "x-request-id": record.request_id,
+        "x-tuned-proxy-route": record.route or "",
+        "x-tuned-proxy-variant": sent.target.name,
+        "Server": SERVER_NAME,
+    }
+    try:
+        if answer.status >= 400:
+            return await relay_error(answer, headers, record)
+        if record.stream and answer.content_type.startswith("text/event-stream"):
+            stream = StreamRelay(record, outgoing.legacy_functions, outgoing.strip_usage)
+            return await stream.run(request, answer, headers)
+        return await relay_json(answer, headers, record, outgoing.legacy_functions)
+    finally:
+        record.upstream_seconds += answer.wait_seconds
+        await answer.close()
 
 
 async def relay_error(

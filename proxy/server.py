@@ -18,10 +18,19 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from proxy import jsonutil
-from proxy.app import SERVER_NAME, build_app, build_metrics_app, record_unparsed
+from proxy.app import build_app, build_metrics_app
 from proxy.auth import Listener, unauthenticated_warning
 from proxy.config import Runtime, ServerConfig
-from proxy.errors import HeadersTooLarge, InternalError, InvalidRequest, ProxyError, UriTooLong
+from proxy.errors import (
+    SERVER_NAME,
+    HeadersTooLarge,
+    InternalError,
+    InvalidRequest,
+    ProxyError,
+    UriTooLong,
+)
+from proxy.logs import DirectInfoLines
+from proxy.recording import record_unparsed
 from proxy.reload import reload_config, watch_config
 from proxy.state import STATE
 
@@ -205,6 +214,7 @@ async def serve(
     *,
     config_path: Path,
     metrics: MetricsListener | None = None,
+    request_lines: DirectInfoLines | None = None,
     watch: bool = False,
     drain_timeout_s: float = 30.0,
 ) -> None:
@@ -216,6 +226,7 @@ async def serve(
     app = build_app(runtime, metrics_route=metrics is None)
     state = app[STATE]
     state.listener = listener
+    state.request_lines = request_lines
     settings = runtime.config.server
     runner = await start_site(
         app,

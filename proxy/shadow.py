@@ -27,6 +27,7 @@ from proxy.observe import (
     observe_completion_json,
     observe_noted_chunks,
 )
+from proxy.outgoing import outgoing_request
 from proxy.record import RequestRecord
 from proxy.sse import EventSplitter, event_data
 from proxy.upstream import Upstreams
@@ -77,7 +78,7 @@ class ShadowSender:
         record = RequestRecord(request_id=request_id, path="shadow")
         outcome = "error"
         try:
-            outgoing = target.prepare(body).body
+            outgoing = outgoing_request(target, body).body
             answer = await self.upstreams.send(target, outgoing, f"{request_id}-shadow")
             try:
                 record.status = answer.status

@@ -14,6 +14,7 @@ from proxy.arguments import ArgumentChecker
 from proxy.auth import Listener
 from proxy.config import Runtime
 from proxy.errors import Overloaded
+from proxy.logs import DirectInfoLines
 from proxy.metrics import Metrics
 from proxy.record import RequestRecord
 from proxy.request import ToolLists
@@ -36,6 +37,9 @@ class ProxyState:
     # Where `serve` listens, so that a reload is held to the rules start applied; None when the
     # app is not served by `serve` (tests, eval).
     listener: Listener | None = None
+    # Where the request log line skips structlog's pipeline (`logs.LoggingSetup`); None: it
+    # goes through structlog (an app not served by `serve`, or a console or quiet log).
+    request_lines: DirectInfoLines | None = None
     draining: bool = False
     in_flight: int = 0
     # Request ids: a random per-process prefix and a counter — unique without a syscall

@@ -387,6 +387,9 @@ class ThreadedUpstream:
 
 
 async def _close_after_answer(request: web.Request, response: web.StreamResponse) -> None:
+    # The header too: without it the proxy pools the connection, and its next request can
+    # race the close (aiohttp's force_close alone does not say so to the client).
+    response.headers["Connection"] = "close"
     response.force_close()
 
 

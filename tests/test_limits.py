@@ -262,7 +262,7 @@ async def test_distinct_client_schemas_do_not_grow_the_process(live: Live) -> No
                 data=schema_request(index, 4000),
                 headers=headers,
             ) as answer:
-                assert answer.status == 200
+                assert answer.status == 200, await answer.text()
                 assert (await answer.json())["choices"][0]["finish_reason"] == "tool_calls"
     grown = rss(proxy.proc.pid) - before
     assert grown < 96 * 1024 * 1024, f"{grown / 2**20:.0f} MB"

@@ -157,8 +157,9 @@ def request_line_written(level: str, fmt: str) -> str:
     script = (
         "from proxy.logs import configure_logging; "
         "from proxy.record import RequestRecord, log_request; "
-        f"configure_logging({level!r}, {fmt!r}); "
-        "log_request(RequestRecord(request_id='req-direct', path='/v1/chat/completions'))"
+        f"setup = configure_logging({level!r}, {fmt!r}); "
+        "log_request(RequestRecord(request_id='req-direct', path='/v1/chat/completions'), "
+        "setup.request_lines)"
     )
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True

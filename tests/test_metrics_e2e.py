@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from proxy.outgoing import outgoing_request
 from proxy.state import STATE
 from tests.conftest import (
     CLIENT_KEY,
@@ -106,7 +107,7 @@ async def test_counts_match_the_traffic_exactly(measured: RunningProxy) -> None:
     assert value(m, "tuned_proxy_tool_calls_total", function="lookup_order", **series) == 3
     full = measured.app[STATE].runtime.routes["chat"].variant("full")
     assert full is not None
-    actions = [change.action for change in full.prepare(body).changes]
+    actions = [change.action for change in outgoing_request(full, body).changes]
     assert actions
     for action in set(actions):
         expected = 3 * actions.count(action)
@@ -124,7 +125,7 @@ async def test_schema_bytes_removed_equal_the_rewrite_report(measured: RunningPr
     await post_all(measured, [body] * 2, **{"x-tuned-proxy-variant": "slim"})
     slim = measured.app[STATE].runtime.routes["chat"].variant("slim")
     assert slim is not None
-    expected = 2 * slim.prepare(body).tool_bytes_removed
+    expected = 2 * outgoing_request(slim, body).tool_bytes_removed
     assert expected > 0
     m = await scrape(measured)
     assert (

@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from proxy.outgoing import outgoing_request
 from proxy.state import STATE
 from tests.conftest import (
     CLIENT_KEY,
@@ -102,7 +103,7 @@ async def test_each_variant_receives_the_body_its_own_policy_produces(
                 session, proxy, body, **{"x-tuned-proxy-variant": target.name}
             )
             assert (status, answered_by) == (200, target.name)
-            assert fake_upstream.last.body == target.prepare(body).body
+            assert fake_upstream.last.body == outgoing_request(target, body).body
     full, slim = (r.body for r in fake_upstream.received[-2:])
     assert len(json.dumps(slim["tools"])) < len(json.dumps(full["tools"]))
 
@@ -149,7 +150,7 @@ async def test_fallback_on_each_failure_kind_with_its_own_policy(
     assert payload["choices"]
     fallback_target = with_fallback.app[STATE].runtime.routes[route].fallback[0]
     # The fallback rewrote the client's original body with its own (identical) policy.
-    assert fake_upstream.last.body == fallback_target.prepare(body).body
+    assert fake_upstream.last.body == outgoing_request(fallback_target, body).body
 
 
 async def test_no_fallback_for_a_client_error(
@@ -213,7 +214,7 @@ async def test_shadow_copy_arrives_and_the_client_sees_only_the_primary(
     by_model = {r.body["model"]: r.body for r in fake_upstream.received}
     shadow = proxy.app[STATE].runtime.routes["chat"].shadow
     assert shadow is not None
-    assert by_model["m-shadow"] == shadow.prepare(body).body
+    assert by_model["m-shadow"] == outgoing_request(shadow, body).body
     shadows = proxy.app[STATE].shadows
     await wait_for(lambda: shadows.outcomes[("chat", "ok")] == 1)
 
