@@ -116,8 +116,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_mock_upstream(args: argparse.Namespace) -> int:
+    from proxy.fake.server import run_mock_server
     from proxy.logs import configure_logging
-    from proxy.mock_server import run_mock_server
 
     configure_logging("info", "json")
     with contextlib.suppress(KeyboardInterrupt):
@@ -126,7 +126,7 @@ def cmd_mock_upstream(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from proxy.demo import run_demo
+    from proxy.fake.demo import run_demo
 
     return asyncio.run(run_demo())
 
@@ -177,7 +177,7 @@ def cmd_rewrite(args: argparse.Namespace) -> int:
 
 
 def cmd_tools_extract(args: argparse.Namespace) -> int:
-    from proxy.tools_extract import run
+    from proxy.training.extract import run
 
     return run(Path(args.train), Path(args.output) if args.output else None)
 

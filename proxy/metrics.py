@@ -45,23 +45,23 @@ from __future__ import annotations
 
 import math
 import time
-from bisect import bisect_left
-from collections.abc import Hashable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
-from prometheus_client import metrics as prometheus_metrics
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.samples import Sample
-from prometheus_client.utils import floatToGoString
 
+from proxy.exposition import (
+    TEXT_FORMAT,
+    Collector,
+    CounterFamily,
+    Counts,
+    Family,
+    HistogramFamily,
+    LazyHistograms,
+)
 from proxy.record import Attempt, RequestRecord
 from proxy.rewrite import ACTIONS
 
 PREFIX = "tuned_proxy_"
-# The classic text format's content type, which every scraper reads and which prometheus_client
-# itself answers a scraper that asks for nothing newer; our names need nothing newer.
-TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
 NOT_ROUTED = ""
 OTHER = "other"
 # Why an attempt failed when the record does not say (an older caller, an unforeseen path).
@@ -80,166 +80,6 @@ OVERHEAD_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
 )  # fmt: skip
 
-# Counters and histograms are plain Python numbers, exported by a collector at scrape time:
-# prometheus_client's own metrics take a lock and re-check their labels on every increment,
-# which cost several µs per request. No lock is needed because every `observe_*` call and every
-# `render()` runs on the proxy's one asyncio event loop (requests, shadow outcomes, SIGHUP and
-# `--watch` reloads alike) and none of them awaits part-way. A metric counted from another
-# thread would need a lock of its own; `in_flight_requests` stays a prometheus_client Gauge.
-
-
-def _created_series_enabled() -> bool:
-    """prometheus_client's switch for `_created` samples, so operators keep their control of it.
-
-    It is set from `PROMETHEUS_DISABLE_CREATED_SERIES` or by `disable_created_metrics()`, and
-    prometheus_client's own metrics read it on every scrape; it has no public getter.
-    """
-    return bool(getattr(prometheus_metrics, "_use_created", True))
-
-
-class _CounterFamily:
-    """One counter metric: its series in first-use order, each with its creation time."""
-
-    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...]) -> None:
-        self.name = name
-        self.documentation = documentation
-        self.labelnames = labelnames
-        # (values, key, label values, created): a series' value is `values[key]`, so an
-        # increment touches only the dict that holds it.
-        self._series: list[tuple[_Counts, Hashable, tuple[str, ...], float]] = []
-
-    def under(self, *leading: str) -> _Counts:
-        """The values of the series whose first label values are `leading`."""
-        return _Counts(self, leading)
-
-    def add_series(self, values: _Counts, key: Hashable, labelvalues: tuple[str, ...]) -> None:
-        self._series.append((values, key, labelvalues, time.time()))
-
-    def describe(self) -> CounterMetricFamily:
-        return CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
-
-    def export(self, with_created: bool) -> CounterMetricFamily:
-        family = self.describe()
-        for values, key, labelvalues, created in self._series:
-            family.add_metric(labelvalues, values[key], created if with_created else None)
-        return family
-
-
-class _Counts(dict[Hashable, float]):
-    """One counter's values under fixed leading labels, keyed by the remaining label value(s).
-
-    A key is the remaining label value, a tuple of them, or `()` when there are none. A key seen
-    for the first time starts at 0 and joins the counter's series, as a prometheus_client label
-    child would; after that an increment is one dict update (`counts[key] += n`). Values are
-    floats, as prometheus_client keeps them, so large sums round the same way.
-    """
-
-    def __init__(self, family: _CounterFamily, leading: tuple[str, ...]) -> None:
-        super().__init__()
-        self.family = family
-        self.leading = leading
-
-    def __missing__(self, key: Hashable) -> float:
-        rest = key if isinstance(key, tuple) else (key,)
-        self[key] = 0.0
-        # Label values are strings, as `labels()` makes them (a status code is keyed as an int).
-        self.family.add_series(self, key, self.leading + tuple(str(value) for value in rest))
-        return 0.0
-
-
-class _Histogram:
-    """One histogram series: a count per bucket (not cumulative) and the sum of observations."""
-
-    __slots__ = ("bounds", "counts", "created", "sum")
-
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.bounds = bounds
-        self.counts = [0] * len(bounds)
-        self.sum = 0.0
-        self.created = time.time()
-
-    def observe(self, value: float) -> None:
-        # The first bound >= value, as prometheus_client's `value <= bound`; the last is +Inf.
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.sum += value
-
-
-class _HistogramFamily:
-    """One histogram metric: its series in first-use order."""
-
-    def __init__(
-        self,
-        name: str,
-        documentation: str,
-        labelnames: tuple[str, ...],
-        buckets: tuple[float, ...],
-    ) -> None:
-        self.name = name
-        self.documentation = documentation
-        self.labelnames = labelnames
-        self.bounds = (*buckets, math.inf)
-        # The bounds as prometheus_client spells them ("1e-05", "+Inf"); it leaves this unannotated.
-        self._le = tuple(floatToGoString(b) for b in self.bounds)  # type: ignore[no-untyped-call]
-        self._series: list[tuple[tuple[str, ...], _Histogram]] = []
-
-    def series(self, *labelvalues: str) -> _Histogram:
-        histogram = _Histogram(self.bounds)
-        self._series.append((labelvalues, histogram))
-        return histogram
-
-    def describe(self) -> HistogramMetricFamily:
-        return HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
-
-    def export(self, with_created: bool) -> HistogramMetricFamily:
-        family = self.describe()
-        for labelvalues, histogram in self._series:
-            family.add_metric(labelvalues, self._cumulative(histogram), histogram.sum)
-            if with_created:
-                labels = dict(zip(self.labelnames, labelvalues, strict=True))
-                family.samples.append(Sample(f"{self.name}_created", labels, histogram.created))
-        return family
-
-    def _cumulative(self, histogram: _Histogram) -> list[tuple[str, float]]:
-        buckets = []
-        total = 0.0
-        for le, count in zip(self._le, histogram.counts, strict=True):
-            total += count
-            buckets.append((le, total))
-        return buckets
-
-
-class _LazyHistograms(dict[tuple[()], _Histogram]):
-    """A histogram series created on its first observation (`lazy[()]`), for optional stages."""
-
-    def __init__(self, family: _HistogramFamily, labelvalues: tuple[str, ...]) -> None:
-        super().__init__()
-        self.family = family
-        self.labelvalues = labelvalues
-
-    def __missing__(self, key: tuple[()]) -> _Histogram:
-        histogram = self[key] = self.family.series(*self.labelvalues)
-        return histogram
-
-
-_Family = _CounterFamily | _HistogramFamily
-
-
-class _Collector:
-    """Exports the families to the registry, in the order they were defined."""
-
-    def __init__(self, families: list[_Family]) -> None:
-        self.families = families
-
-    def describe(self) -> Iterator[Metric]:
-        # Lets the registry refuse a second `Metrics` on it, as it refuses duplicate names.
-        for family in self.families:
-            yield family.describe()
-
-    def collect(self) -> Iterator[Metric]:
-        with_created = _created_series_enabled()
-        for family in self.families:
-            yield family.export(with_created)
-
 
 class _VariantSeries:
     """Every series of one (route, variant), resolved once and kept."""
@@ -249,8 +89,8 @@ class _VariantSeries:
         self.requests = metrics.requests.under(*labels)
         self.duration = metrics.request_duration.series(*labels)
         self.overhead = metrics.overhead.series(*labels)
-        self.upstream = _LazyHistograms(metrics.upstream_duration, labels)
-        self.ttft = _LazyHistograms(metrics.time_to_first_token, labels)
+        self.upstream = LazyHistograms(metrics.upstream_duration, labels)
+        self.ttft = LazyHistograms(metrics.time_to_first_token, labels)
         self.tokens = metrics.tokens.under(*labels)
         self.responses = metrics.responses.under(*labels)
         self.tool_calls = metrics.tool_calls.under(*labels)
@@ -266,11 +106,11 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self._series: dict[tuple[str, str], _VariantSeries] = {}
         self._rendered, self._rendered_at = b"", -math.inf
-        self._families: list[_Family] = []
+        self._families: list[Family] = []
         self._define_request_metrics()
         self._define_answer_metrics()
         self._define_operation_metrics()
-        self.registry.register(_Collector(self._families))
+        self.registry.register(Collector(self._families))
         # Registered after the collector, so it is still exported last.
         self.in_flight = Gauge(
             f"{PREFIX}in_flight_requests", "Requests being served now.", registry=self.registry
@@ -333,15 +173,15 @@ class Metrics:
             "config_reloads", "Config reloads.", ("result",)
         ).under()
 
-    def _counter(self, name: str, documentation: str, labels: tuple[str, ...]) -> _CounterFamily:
-        family = _CounterFamily(f"{PREFIX}{name}", documentation, labels)
+    def _counter(self, name: str, documentation: str, labels: tuple[str, ...]) -> CounterFamily:
+        family = CounterFamily(f"{PREFIX}{name}", documentation, labels)
         self._families.append(family)
         return family
 
     def _histogram(
         self, name: str, documentation: str, labels: tuple[str, ...], buckets: tuple[float, ...]
-    ) -> _HistogramFamily:
-        family = _HistogramFamily(f"{PREFIX}{name}", documentation, labels, buckets)
+    ) -> HistogramFamily:
+        family = HistogramFamily(f"{PREFIX}{name}", documentation, labels, buckets)
         self._families.append(family)
         return family
 
@@ -424,7 +264,7 @@ def _observe_answer(series: _VariantSeries, record: RequestRecord) -> None:
     series.bytes_removed[()] += removed if removed > 0 else 0
 
 
-def _observe_usage(tokens: _Counts, usage: dict[str, Any]) -> None:
+def _observe_usage(tokens: Counts, usage: dict[str, Any]) -> None:
     prompt = _token_count(usage.get("prompt_tokens"))
     if prompt is not None:
         tokens["prompt"] += prompt

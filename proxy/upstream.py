@@ -19,6 +19,7 @@ import aiohttp
 import yarl
 
 from proxy import __version__, jsonutil
+from proxy.cache import BoundedCache
 from proxy.config import (
     AzureUpstream,
     CompatibleUpstream,
@@ -30,7 +31,7 @@ from proxy.config import (
 from proxy.errors import UpstreamTimeout, UpstreamUnreachable, nested_too_deeply
 
 if TYPE_CHECKING:
-    from proxy.mock_server import FakeExchange
+    from proxy.fake.server import FakeExchange
 
 # Response headers that reach the client unchanged: the SDK's retries depend on them.
 PASSTHROUGH_HEADER_PREFIXES = ("x-ratelimit-",)
@@ -245,8 +246,12 @@ def _endpoint(upstream: UpstreamConfig, upstream_name: str, model: str) -> _Endp
     )
 
 
-# Endpoints kept at most; each reload makes new ones, so the cache starts again beyond this.
+# Endpoints kept at most; each reload makes new ones, and the least lately used leave.
 MAX_ENDPOINTS = 1024
+
+
+def _one(key: object, value: object) -> int:
+    return 1
 
 
 class Upstreams:
@@ -254,7 +259,10 @@ class Upstreams:
 
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
-        self._endpoints: dict[tuple[int, str, str], _Endpoint] = {}
+        # Filled from the config, not from traffic: counted in entries, each as one byte.
+        self._endpoints: BoundedCache[tuple[int, str, str], _Endpoint] = BoundedCache(
+            _one, MAX_ENDPOINTS, MAX_ENDPOINTS
+        )
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300)
@@ -272,18 +280,10 @@ class Upstreams:
             await self._session.close()
             self._session = None
 
-    def connection_counts(self) -> tuple[int, int]:
-        """(in use, idle) connections of the pool, for leak checks; never on the request path.
-
-        aiohttp keeps no public count, so this reads its connector's own bookkeeping.
-        """
-        if self._session is None:
-            return 0, 0
-        connector = self._session.connector
-        if not isinstance(connector, aiohttp.BaseConnector):
-            return 0, 0
-        idle = sum(len(pool) for pool in connector._conns.values())
-        return len(connector._acquired), idle
+    @property
+    def session(self) -> aiohttp.ClientSession | None:
+        """The pool's session (None before `start` and after `close`), for leak checks."""
+        return self._session
 
     async def send(self, target: Target, body: dict[str, Any], request_id: str) -> UpstreamResponse:
         """Send `body` to the target's upstream; raise a `ProxyError` if no answer starts."""
@@ -296,10 +296,8 @@ class Upstreams:
         key = (id(target.upstream), target.upstream_name, target.model)
         endpoint = self._endpoints.get(key)
         if endpoint is None:
-            if len(self._endpoints) >= MAX_ENDPOINTS:
-                self._endpoints.clear()
             endpoint = _endpoint(target.upstream, target.upstream_name, target.model)
-            self._endpoints[key] = endpoint
+            self._endpoints.put(key, endpoint)
         return endpoint
 
     async def _send_http(
@@ -419,6 +417,6 @@ class _MockAnswer(UpstreamResponse):
 
 async def _send_mock(body: dict[str, Any], request_id: str) -> UpstreamResponse:
     # Imported here: the fake model is only needed by configs that use `kind: mock`.
-    from proxy.mock_server import fake_exchange
+    from proxy.fake.server import fake_exchange
 
     return _MockAnswer(await fake_exchange(body, {"x-request-id": request_id}))

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from proxy.app import build_app
 from proxy.config import load_config
-from proxy.mock_server import RECEIVED, ReceivedRequest, build_mock_app
+from proxy.fake.server import RECEIVED, ReceivedRequest, build_mock_app
 from proxy.server import bound_port, start_site
 
 REPO = Path(__file__).resolve().parent.parent

@@ -18,7 +18,7 @@ import pytest
 
 from proxy.app import build_app
 from proxy.config import load_config
-from proxy.mock_server import build_mock_app
+from proxy.fake.server import build_mock_app
 from proxy.server import bound_port, start_site
 from proxy.state import STATE
 from tests.conftest import (
@@ -31,6 +31,7 @@ from tests.conftest import (
     eventually,
     open_connections,
 )
+from tests.support.pool import pool_counts
 from tests.test_faults import (
     MESSAGES,
     Live,
@@ -144,7 +145,7 @@ async def test_a_client_leaving_mid_stream_cancels_the_upstream_request_at_once(
 
     await eventually(lambda: fake_upstream.open_connections == 0, "the upstream request ended")
     await eventually(lambda: state.in_flight == 0, "nothing in flight")
-    assert state.upstreams.connection_counts() == (0, 0)
+    assert pool_counts(state.upstreams) == (0, 0)
     after = samples_of(proxy)
     requests = total(after, "tuned_proxy_requests_total") - total(
         before, "tuned_proxy_requests_total"

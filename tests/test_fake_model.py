@@ -8,8 +8,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from proxy import fake_model
-from proxy.fake_model import Behavior, complete, find_request_error, parse_behavior, stream_chunks
+from proxy.fake import model as fake_model
+from proxy.fake.model import Behavior, complete, find_request_error, parse_behavior, stream_chunks
 from proxy.jsonutil import loads
 
 WELL_BEHAVED = Behavior()

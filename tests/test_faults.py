@@ -32,8 +32,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.fake_model import HUGE_MB, Behavior, parse_behavior
-from proxy.mock_server import LEAKY_HEADERS, build_mock_app
+from proxy.fake.model import HUGE_MB, Behavior, parse_behavior
+from proxy.fake.server import LEAKY_HEADERS, build_mock_app
 from proxy.server import bound_port, start_site
 from proxy.state import STATE
 from tests.conftest import (
@@ -48,6 +48,7 @@ from tests.conftest import (
     eventually,
     open_connections,
 )
+from tests.support.pool import pool_counts
 
 MESSAGES = [{"role": "user", "content": "Hello"}]
 GOOD = {"model": "chat", "messages": MESSAGES}
@@ -263,7 +264,7 @@ async def at_rest(proxy: RunningProxy, upstream: FakeUpstream) -> None:
     state = proxy.app[STATE]
 
     def resting() -> bool:
-        in_use, idle = state.upstreams.connection_counts()
+        in_use, idle = pool_counts(state.upstreams)
         return (
             state.in_flight == 0
             and in_use == 0

@@ -22,6 +22,7 @@ from tests.conftest import (
     basic_config,
     eventually,
 )
+from tests.support.pool import pool_counts
 from tests.test_faults import (
     MESSAGES,
     Live,
@@ -214,7 +215,7 @@ async def test_the_connect_timeout_is_the_upstreams_own(timed: RunningProxy) -> 
     assert json.loads(outcome.body)["error"]["code"] == "upstream_timeout"
     samples = samples_of(timed)
     assert total(samples, "tuned_proxy_upstream_errors_total", upstream="hole", reason="timeout")
-    assert timed.app[STATE].upstreams.connection_counts() == (0, 0)
+    assert pool_counts(timed.app[STATE].upstreams) == (0, 0)
 
 
 # ----------------------------------------------------------------------------- memory under abuse

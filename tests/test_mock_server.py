@@ -11,15 +11,15 @@ import openai
 import pytest
 from aiohttp import web
 
-from proxy.fake_model import PREFIX_CHUNKS
-from proxy.jsonutil import JSONDecodeError, dumps, loads
-from proxy.mock_server import (
+from proxy.fake.model import PREFIX_CHUNKS
+from proxy.fake.server import (
     RECEIVED,
     RunningMock,
     build_mock_app,
     fake_exchange,
     serve_mock,
 )
+from proxy.jsonutil import JSONDecodeError, dumps, loads
 
 WEATHER_TOOL: dict[str, Any] = {
     "type": "function",

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from proxy import jsonutil, tools_extract
-from proxy.tools_extract import Difference, ExtractError, extract_tools, format_report, run
+from proxy import jsonutil
+from proxy.training.extract import Difference, ExtractError, extract_tools, format_report, run
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 
@@ -250,14 +250,11 @@ def test_a_tool_listed_twice_in_one_example_counts_once(tmp_path: Path) -> None:
     assert extract_tools(path).tools == [weather()]
 
 
-def test_line_numbers_are_capped_but_the_count_is_not(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(tools_extract, "MAX_LINES_KEPT", 3)
+def test_line_numbers_are_capped_but_the_count_is_not(tmp_path: Path) -> None:
     odd = weather("Get the weather right now")
     path = write_lines(tmp_path, [example(weather())] * 10 + [example(odd)] * 5)
 
-    extraction = extract_tools(path)
+    extraction = extract_tools(path, max_lines=3)
 
     difference = extraction.differences[0]
     assert difference.lines == [11, 12, 13]

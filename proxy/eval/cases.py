@@ -22,8 +22,8 @@ from typing import Any, Literal
 
 from proxy.training.example import Example, read_example
 from proxy.training.findings import Finding
+from proxy.training.kinds import kind_of
 from proxy.training.reader import is_blank, parse_example, read_lines
-from proxy.training_kinds import kind_of
 
 CaseKind = Literal["tool_call", "no_call"]
 

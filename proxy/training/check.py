@@ -1,6 +1,6 @@
 """`tuned-proxy training check`: a fine-tuning file with tools, checked line by line.
 
-A file holds chat examples or preference (DPO) examples (`proxy.training_kinds`). Every
+A file holds chat examples or preference (DPO) examples (`proxy.training.kinds`). Every
 example goes through `RULES[kind]`, one ordered tuple of small functions; reading it tells
 what is checked. A preference example's input is a conversation like a chat example, so most
 rules are shared. A file mixing the kinds is reported at its first example of the other kind;
@@ -17,7 +17,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast, get_args
 
-from proxy.tools_extract import Difference
 from proxy.training.calls import (
     answers,
     arguments,
@@ -29,7 +28,9 @@ from proxy.training.calls import (
 )
 from proxy.training.definitions import Definitions
 from proxy.training.example import Example, read_example
+from proxy.training.extract import Difference
 from proxy.training.findings import Finding, error, warning
+from proxy.training.kinds import Kind, conversation, kind_of
 from proxy.training.preference import input_ends_before_outputs, input_weights, preference_keys
 from proxy.training.reader import (
     RawLine,
@@ -53,7 +54,6 @@ from proxy.training.rules import (
     tools_format,
     weights,
 )
-from proxy.training_kinds import Kind, conversation, kind_of
 
 # The calls inside the messages, and their answers: the same for both kinds.
 _CALL_RULES: tuple[Rule, ...] = (

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from proxy.tools_extract import (
+from proxy.training.example import Example
+from proxy.training.extract import (
     DefinitionUse,
     Difference,
     SeenDefinitions,
     canonical_definition,
     describe_difference,
 )
-from proxy.training.example import Example
 
 
 class Definitions:

@@ -1,7 +1,7 @@
 """One training example, read once into the view the rules share.
 
 The view is of the example's conversation: a chat example, or a preference example's `input`
-(`proxy.training_kinds`); the paths it builds say which. It is tolerant: it never raises on a
+(`proxy.training.kinds`); the paths it builds say which. It is tolerant: it never raises on a
 malformed example. It keeps what is well formed (the offered functions, the calls) and leaves
 every shape problem to the rule that reports it, so one mistake is reported once and does not
 hide the others. It is computed once per example because a large file has hundreds of
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from proxy import jsonutil
-from proxy.training_kinds import Kind, conversation, kind_of, path_prefix
+from proxy.training.kinds import Kind, conversation, kind_of, path_prefix
 
 # No tokenizer is available offline: about four characters of English make one token. The
 # estimate counts the bytes of the example's line, which are a few more than the characters

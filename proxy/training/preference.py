@@ -13,8 +13,8 @@ from typing import Any
 from proxy.rewrite.fields import json_type
 from proxy.training.example import Example
 from proxy.training.findings import Finding, error, warning
+from proxy.training.kinds import OUTPUT_KEYS, PREFERENCE_KEYS, SPEC_OUTPUT_KEYS
 from proxy.training.rules import MESSAGE_KEYS, Context, shown, where
-from proxy.training_kinds import OUTPUT_KEYS, PREFERENCE_KEYS, SPEC_OUTPUT_KEYS
 
 _CALL_KEYS = frozenset({"tool_calls", "function_call"})
 # An output is an assistant message without calls; `weight` is for chat examples' turns.

@@ -42,6 +42,7 @@ from proxy.rewrite.result import (
     TOOLS_IDENTICAL,
 )
 from proxy.training.findings import Finding, error, warning
+from proxy.training.kinds import conversation
 from proxy.training.reader import (
     UTF8_BOM,
     RawLine,
@@ -51,7 +52,6 @@ from proxy.training.reader import (
     read_lines,
     starts_with_bom,
 )
-from proxy.training_kinds import conversation
 
 # Ids that say nothing about their call: the fine-tuning guide's "call_id", numbered ones
 # ("call_1", "1"), and the engine's own `call_legacy_N` from translating function_call.

@@ -16,8 +16,8 @@ from typing import Any, Literal, NamedTuple
 from proxy.rewrite.fields import json_type
 from proxy.training.example import Definition, Example
 from proxy.training.findings import Finding, error, warning
+from proxy.training.kinds import Kind, path_prefix
 from proxy.training.schemas import Schemas
-from proxy.training_kinds import Kind, path_prefix
 
 Format = Literal["openai", "azure"]
 

@@ -7,7 +7,7 @@ as an OpenAI-compatible server (OpenAI and Azure paths) that records every reque
 receives, so tests can assert what the upstream saw.
 
 Steering words (in the model name or the `x-mock-behavior` header) are listed on
-`fake_model.Behavior`.
+`model.Behavior`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from proxy.errors import InvalidRequest
-from proxy.fake_model import (
+from proxy.fake.model import (
     PREFIX_CHUNKS,
     Behavior,
     complete,

@@ -13,7 +13,7 @@ request), so a streamed answer reassembles to exactly the non-streamed one. Only
 
 How a request misbehaves (errors, delays, broken streams) is a `Behavior`, parsed from a
 word in the model name or from the `x-mock-behavior` header by `parse_behavior`. The
-transport side of the steering lives in `mock_server.py`.
+transport side of the steering lives in `fake/server.py`.
 """
 
 from __future__ import annotations

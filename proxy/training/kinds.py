@@ -5,8 +5,6 @@ A chat (supervised) example is a conversation: `{"messages", "tools", "parallel_
 `input`, and the two answers to it beside: `{"input": {...}, "preferred_output": [assistant],
 "non_preferred_output": [assistant]}`. The training commands read tools, messages and calls
 through `conversation`, so both kinds are read by the same code.
-
-Outside `proxy.training` because `tools extract`, which that package builds on, reads it too.
 """
 
 from __future__ import annotations

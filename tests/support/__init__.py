@@ -1,0 +1,1 @@
+"""Helpers the test files share (servers, configs, readings of the running proxy)."""
