@@ -27,6 +27,7 @@ from proxy.observe import (
 )
 from proxy.record import RequestRecord
 from proxy.rewrite.legacy import chunk_to_legacy, response_to_legacy
+from proxy.rewrite.result import Change, inserted_message
 from proxy.sse import DONE, EventSplitter, EventTooLarge, event_data, format_event
 from proxy.upstream import UpstreamResponse
 
@@ -39,6 +40,7 @@ MAX_LOGGED_CODE_CHARS = 64
 # The usage-only chunk that `stream_options.include_usage` adds: no choices, a usage object.
 _USAGE_CHUNK = re.compile(rb'"choices":\s*\[\s*\]')
 _HAS_USAGE = re.compile(rb'"usage":\s*\{')
+_MESSAGE_INDEX = re.compile(r"messages\[(\d+)\]")
 
 
 def is_usage_chunk(data: bytes) -> bool:
@@ -88,22 +90,63 @@ async def relay_error(
     record.error = upstream_error_summary(answer.status, parsed)
     if record.attempts and record.attempts[-1].reason is not None:
         record.attempts[-1].error = record.error  # a counted failure: the log lists the attempt
-    if not (isinstance(parsed, dict) and isinstance(parsed.get("error"), dict)):
-        snippet = raw[:200].decode("utf-8", "replace")
-        raw = jsonutil.dumps(
-            {
-                "error": {
-                    "message": f"The upstream answered HTTP {answer.status}: {snippet}",
-                    "type": "upstream_error",
-                    "param": None,
-                    "code": f"upstream_{answer.status}",
-                }
-            }
-        )
     record.status = answer.status
     return web.Response(
-        body=raw, status=answer.status, content_type="application/json", headers=headers
+        body=error_body_for_client(raw, parsed, answer.status, record.changes),
+        status=answer.status,
+        content_type="application/json",
+        headers=headers,
     )
+
+
+def error_body_for_client(raw: bytes, parsed: Any, status: int, changes: list[Change]) -> bytes:
+    """An upstream error as the client gets it: as sent when it is OpenAI-shaped (its message
+    numbers in the client's numbering), else wrapped in OpenAI's error object."""
+    if not (isinstance(parsed, dict) and isinstance(parsed.get("error"), dict)):
+        snippet = raw[:200].decode("utf-8", "replace")
+        error = {
+            "message": f"The upstream answered HTTP {status}: {snippet}",
+            "type": "upstream_error",
+            "param": None,
+            "code": f"upstream_{status}",
+        }
+        return jsonutil.dumps({"error": error})
+    inserted = inserted_message(changes)
+    renumbered = None if inserted is None else in_client_numbering(parsed["error"], inserted)
+    return raw if renumbered is None else jsonutil.dumps({**parsed, "error": renumbered})
+
+
+def in_client_numbering(error: dict[str, Any], inserted: int) -> dict[str, Any] | None:
+    """The upstream's error object with each `messages[N]` it names in the client's numbering,
+    the rewrite having inserted a message at `inserted`; None when it names no message.
+
+    The message the proxy inserted has no number of the client's: the text says whose it is.
+    """
+    param, message = error.get("param"), error.get("message")
+    names = [text for text in (param, message) if isinstance(text, str)]
+    if not any(_MESSAGE_INDEX.search(text) for text in names):
+        return None
+    inserted_named = False
+
+    def renumber(match: re.Match[str]) -> str:
+        nonlocal inserted_named
+        index = int(match[1])
+        if index == inserted:
+            inserted_named = True
+            return match[0]
+        return f"messages[{index - 1 if index > inserted else index}]"
+
+    renumbered = dict(error)
+    if isinstance(param, str):
+        renumbered["param"] = _MESSAGE_INDEX.sub(renumber, param)
+    if isinstance(message, str):
+        renumbered["message"] = _MESSAGE_INDEX.sub(renumber, message)
+        if inserted_named:
+            renumbered["message"] += (
+                f" (messages[{inserted}] is the system prompt the proxy's policy inserted; "
+                "later messages are numbered as you sent them)"
+            )
+    return renumbered
 
 
 def upstream_error_summary(status: int, parsed: Any) -> str:

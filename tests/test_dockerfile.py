@@ -426,3 +426,29 @@ def test_the_image_command_refuses_all_interfaces_without_keys(installed_image: 
     )
     assert result.returncode == 2
     assert "TUNED_PROXY_KEYS" in result.stderr
+
+
+# What the example config needs (and the demo reads): nothing more goes into the wheel.
+DEMO_FILES = {
+    "tuned-proxy.example.yaml",
+    "support-full.yaml",
+    "support-slim.yaml",
+    "support-params.yaml",
+    "support-bias.yaml",
+    "support.tools.json",
+    "weather.yaml",
+    "weather.tools.json",
+}
+
+
+@pytest.mark.slow
+def test_the_installed_package_ships_the_demo_files_and_no_data_sets(
+    installed_image: FakeImage,
+) -> None:
+    (examples,) = installed_image.root.glob(
+        "opt/tuned-proxy/lib/python3*/site-packages/proxy/examples"
+    )
+    assert {path.name for path in examples.iterdir()} == DEMO_FILES
+    shipped = {path.name for path in installed_image.root.glob("etc/tuned-proxy/*")}
+    assert not any(name.endswith(".jsonl") for name in shipped)
+    assert "tuned-proxy.yaml" in shipped

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,26 @@ ACTIONS: tuple[str, ...] = (
     SAMPLING_DROPPED,
     LEGACY_FUNCTIONS_TRANSLATED,
 )
+
+
+# The actions that insert a message: their `detail` names where (`messages[N]`), so that an
+# upstream's error naming a later message can be told in the client's numbering.
+MESSAGE_INSERTED = frozenset({SYSTEM_PROMPT_INSERTED, SYSTEM_PROMPT_PREPENDED})
+_MESSAGE_PARAM = re.compile(r"^messages\[(\d+)\]$")
+
+
+def message_param(index: int) -> str:
+    return f"messages[{index}]"
+
+
+def inserted_message(changes: list[Change]) -> int | None:
+    """Where the rewrite inserted a message into `messages`, if it did."""
+    for change in changes:
+        if change.action in MESSAGE_INSERTED:
+            match = _MESSAGE_PARAM.match(change.detail)
+            if match is not None:
+                return int(match[1])
+    return None
 
 
 @dataclass(frozen=True, slots=True)

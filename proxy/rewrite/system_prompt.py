@@ -12,6 +12,7 @@ from proxy.rewrite.result import (
     SYSTEM_PROMPT_REPLACED,
     Body,
     Change,
+    message_param,
 )
 
 
@@ -28,7 +29,7 @@ def apply_system_prompt(body: Body, policy: Policy, changes: list[Change]) -> Bo
     first = _first_system_index(messages)
     if first is None:
         new_messages = [{"role": "system", "content": spec.text}, *messages]
-        changes.append(Change(SYSTEM_PROMPT_INSERTED))
+        changes.append(Change(SYSTEM_PROMPT_INSERTED, message_param(0)))
     elif spec.mode == "replace":
         new_messages = _replaced(messages, first, spec.text, changes)
     elif spec.mode == "prepend":
@@ -60,7 +61,7 @@ def _prepended(messages: list[Any], first: int, text: str, changes: list[Change]
     message = messages[first]
     if _starts_with(message.get("content"), text):
         return messages
-    changes.append(Change(SYSTEM_PROMPT_PREPENDED))
+    changes.append(Change(SYSTEM_PROMPT_PREPENDED, message_param(first)))
     prompt = {"role": message["role"], "content": text}
     return [*messages[:first], prompt, *messages[first:]]
 
