@@ -10,12 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from proxy.rewrite.legacy import translate_legacy_functions
-from proxy.rewrite.logit_bias import apply_logit_bias
+from proxy.rewrite.logit_bias import apply_logit_bias, skip_unsupported_logit_bias
 from proxy.rewrite.policy import Policy
+from proxy.rewrite.responses import (
+    apply_system_prompt_to_instructions,
+    force_tool_choice_on_user_input,
+)
 from proxy.rewrite.result import LEGACY_FUNCTIONS_TRANSLATED, Body, Change, RewriteResult
 from proxy.rewrite.system_prompt import apply_system_prompt
 from proxy.rewrite.tool_choice import force_parallel_tool_calls, force_tool_choice_on_user_turn
-from proxy.rewrite.tools import rewrite_tool_definitions
+from proxy.rewrite.tools import rewrite_flat_tool_definitions, rewrite_tool_definitions
 
 Step = Callable[[Body, "Policy", list[Change]], Body]
 
@@ -35,6 +39,17 @@ STEPS: tuple[Step, ...] = (
 )
 
 
+# The same policy on a Responses API request (`POST /v1/responses`).
+RESPONSES_STEPS: tuple[Step, ...] = (
+    rewrite_flat_tool_definitions,
+    apply_system_prompt_to_instructions,
+    force_parallel_tool_calls,
+    force_tool_choice_on_user_input,
+    # the Responses API has no logit_bias: a bias that would apply is counted as lost
+    skip_unsupported_logit_bias,
+)
+
+
 def rewrite(body: Body, policy: Policy) -> RewriteResult:
     """`body` rewritten by `policy`; `body` itself is left untouched.
 
@@ -51,3 +66,12 @@ def rewrite(body: Body, policy: Policy) -> RewriteResult:
     # The legacy step runs first: when it translated, its report is the first one.
     legacy = bool(changes) and changes[0].action == LEGACY_FUNCTIONS_TRANSLATED
     return RewriteResult(rewritten, changes, legacy_functions=legacy)
+
+
+def rewrite_responses(body: Body, policy: Policy) -> RewriteResult:
+    """`rewrite` for a Responses API request body (`RESPONSES_STEPS`)."""
+    changes: list[Change] = []
+    rewritten = body
+    for step in RESPONSES_STEPS:
+        rewritten = step(rewritten, policy, changes)
+    return RewriteResult(rewritten if rewritten is not body else dict(body), changes)

@@ -90,6 +90,17 @@ def function_name(tool: Any, index: int) -> str | None:
     return _name_in(tool.get("function"), f"{param}.function")
 
 
+def flat_function_name(tool: Any, index: int) -> str | None:
+    """`function_name` for the Responses API's flat tools: `{type: function, name, ...}`; the
+    other kinds (hosted tools, `custom`, `mcp`, `namespace`, ...) are None."""
+    param = f"tools[{index}]"
+    if not isinstance(tool, dict):
+        raise invalid_type(param, "an object", tool)
+    if tool.get("type") != "function":
+        return None
+    return _name_in(tool, param)
+
+
 def _name_in(function: Any, param: str) -> str:
     if not isinstance(function, dict):
         raise invalid_type(param, "an object", function)
@@ -124,4 +135,26 @@ def _allowed_tool_names(allowed: Any) -> frozenset[str]:
             raise invalid_type(f"{param}.tools[{index}]", "an object", tool)
         if tool.get("type", "function") == "function":
             names.add(_name_in(tool.get("function"), f"{param}.tools[{index}].function"))
+    return frozenset(names)
+
+
+def flat_tool_choice_names(choice: Any) -> frozenset[str]:
+    """`tool_choice_names` for the Responses API: `{type: function, name}`, or
+    `{type: allowed_tools, mode, tools: [{type: function, name}, ...]}`."""
+    if not isinstance(choice, dict):
+        return frozenset()
+    kind = choice.get("type")
+    if kind == "function":
+        return frozenset({_name_in(choice, "tool_choice")})
+    if kind != "allowed_tools":
+        return frozenset()
+    tools = choice.get("tools")
+    if not isinstance(tools, list):
+        raise invalid_type("tool_choice.tools", "an array of tools", tools)
+    names = set()
+    for index, tool in enumerate(tools):
+        if not isinstance(tool, dict):
+            raise invalid_type(f"tool_choice.tools[{index}]", "an object", tool)
+        if tool.get("type") == "function":
+            names.add(_name_in(tool, f"tool_choice.tools[{index}]"))
     return frozenset(names)

@@ -9,6 +9,7 @@ from proxy.rewrite.policy import MAX_LOGIT_BIAS_TOKENS, LogitBiasSpec, Policy
 from proxy.rewrite.result import (
     LOGIT_BIAS_APPLIED,
     LOGIT_BIAS_SKIPPED,
+    LOGIT_BIAS_UNSUPPORTED,
     SAMPLING_DROPPED,
     Body,
     Change,
@@ -41,6 +42,15 @@ def apply_logit_bias(body: Body, policy: Policy, changes: list[Change]) -> Body:
         body = {**body, "logit_bias": merged}
     if bias.sampling == "drop":
         body = _drop_sampling(body, changes)
+    return body
+
+
+def skip_unsupported_logit_bias(body: Body, policy: Policy, changes: list[Change]) -> Body:
+    """Runs where the request cannot carry `logit_bias` (the Responses API has none) and the
+    policy's bias would have applied: nothing is changed, the lost lever is counted."""
+    bias = policy.spec.logit_bias
+    if bias is not None and _wanted(body, bias):
+        changes.append(Change(LOGIT_BIAS_UNSUPPORTED))
     return body
 
 

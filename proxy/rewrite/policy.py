@@ -45,7 +45,7 @@ from pydantic_core import PydanticCustomError
 from proxy import jsonutil
 from proxy.errors import ConfigError
 from proxy.rewrite.memo import RewriteMemo, new_rewrite_memo
-from proxy.rewrite.schema import SchemaTooDeep, SlimLevel, slim_tool
+from proxy.rewrite.schema import SchemaTooDeep, SlimLevel, flat_function_tool, slim_tool
 
 MAX_LOGIT_BIAS_TOKENS = 1024  # OpenAI refuses more
 
@@ -178,6 +178,13 @@ class Policy:
     )
     # function name -> its slimmed definition; filled in slim mode only
     slimmed_tools: Mapping[str, SlimmedTool] = field(default_factory=lambda: MappingProxyType({}))
+    # The same two in the Responses API's flat tool shape, converted once at load.
+    flat_training_tools: Mapping[str, dict[str, Any]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    flat_slimmed_tools: Mapping[str, SlimmedTool] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
     # The tools step's outcomes for shared tool lists: a cache of a pure function, filled by
     # the rewrite. Not an init field: a policy made with `dataclasses.replace` starts empty.
     tool_rewrites: RewriteMemo = field(
@@ -228,6 +235,7 @@ def build_policy(
     errors = _link_errors(spec, by_name)
     if errors:
         raise ConfigError([f"{file}: {line}" for line in errors])
+    flat_training = {function: flat_function_tool(tool) for function, tool in by_name.items()}
     try:
         slimmed = _prepare_slim(spec, by_name) if spec.tools.mode == "slim" else {}
     except SchemaTooDeep as exc:
@@ -237,7 +245,29 @@ def build_policy(
         spec=spec,
         training_tools=MappingProxyType(by_name),
         slimmed_tools=MappingProxyType(slimmed),
+        flat_training_tools=MappingProxyType(flat_training),
+        flat_slimmed_tools=MappingProxyType(_flat_slimmed(slimmed, by_name, flat_training)),
     )
+
+
+def _flat_slimmed(
+    slimmed: Mapping[str, SlimmedTool],
+    training_by_name: Mapping[str, dict[str, Any]],
+    flat_training: Mapping[str, dict[str, Any]],
+) -> dict[str, SlimmedTool]:
+    """The slimmed definitions in the flat shape, their bytes removed measured in it."""
+    flat = {}
+    for function, prepared in slimmed.items():
+        definition = prepared.definition
+        if definition is training_by_name[function]:  # kept as trained: the same object,
+            flat[function] = SlimmedTool(flat_training[function], 0)  # which says identical
+            continue
+        flat_definition = flat_function_tool(definition) if definition is not None else None
+        removed = _size(flat_training[function]) - (
+            _size(flat_definition) if flat_definition is not None else 0
+        )
+        flat[function] = SlimmedTool(definition=flat_definition, bytes_removed=removed)
+    return flat
 
 
 def _link_errors(spec: PolicySpec, training: Mapping[str, dict[str, Any]]) -> list[str]:

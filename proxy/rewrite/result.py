@@ -21,6 +21,7 @@ PARALLEL_TOOL_CALLS_SET = "parallel_tool_calls_set"
 TOOL_CHOICE_FORCED = "tool_choice_forced"
 LOGIT_BIAS_APPLIED = "logit_bias_applied"
 LOGIT_BIAS_SKIPPED = "logit_bias_skipped"
+LOGIT_BIAS_UNSUPPORTED = "logit_bias_unsupported"
 SAMPLING_DROPPED = "sampling_dropped"
 LEGACY_FUNCTIONS_TRANSLATED = "legacy_functions_translated"
 
@@ -37,6 +38,7 @@ ACTIONS: tuple[str, ...] = (
     TOOL_CHOICE_FORCED,
     LOGIT_BIAS_APPLIED,
     LOGIT_BIAS_SKIPPED,
+    LOGIT_BIAS_UNSUPPORTED,
     SAMPLING_DROPPED,
     LEGACY_FUNCTIONS_TRANSLATED,
 )

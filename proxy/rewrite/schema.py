@@ -95,21 +95,41 @@ def without(mapping: dict[str, Any], keys: Iterable[str]) -> dict[str, Any]:
 
 
 def slim_tool(tool: dict[str, Any], level: SlimLevel) -> dict[str, Any] | None:
-    """A function tool slimmed to `level`; None when the level omits the whole tool.
+    """A chat function tool (`{type, function: {...}}`) slimmed to `level`; None when the level
+    omits the whole tool.
 
-    `tool` must have a `function` object. The levels are not cumulative: `omit_parameters`
-    keeps the descriptions it does not remove with `properties`.
+    The levels are not cumulative: `omit_parameters` keeps the descriptions it does not remove
+    with `properties`.
     """
+    function = tool["function"]
+    new_function = slim_function(function, level)
+    if new_function is None:
+        return None
+    return tool if new_function is function else {**tool, "function": new_function}
+
+
+def slim_function(function: dict[str, Any], level: SlimLevel) -> dict[str, Any] | None:
+    """A function object (`{name, description, parameters, strict}`) slimmed to `level`; the
+    Responses API's flat function tool is one too (with its `type` beside)."""
     if level == "omit_function":
         return None
-    function = tool["function"]
     if level == "omit_descriptions":
-        new_function = _function_without_descriptions(function)
-    elif level == "omit_parameters":
-        new_function = _function_without_parameters(function)
-    else:
-        return tool
-    return tool if new_function is function else {**tool, "function": new_function}
+        return _function_without_descriptions(function)
+    if level == "omit_parameters":
+        return _function_without_parameters(function)
+    return function
+
+
+def flat_function_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    """A chat function tool in the Responses API's flat shape: `{type, name, description,
+    parameters, strict}`. `strict` is written out: the Responses API would otherwise make a
+    function strict where its schema allows, which chat (and so training) did not.
+    """
+    function = tool["function"]
+    flat = {"type": "function", **function}
+    flat.setdefault("parameters", None)
+    flat.setdefault("strict", False)
+    return flat
 
 
 def _function_without_descriptions(function: dict[str, Any]) -> dict[str, Any]:

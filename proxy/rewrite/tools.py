@@ -1,15 +1,27 @@
-"""The tool-definition step: identical, slim, unknown tools, and the clean-up after them."""
+"""The tool-definition step: identical, slim, unknown tools, and the clean-up after them.
+
+One step for both APIs: a `ToolShape` says how a function tool is written — chat's nested
+`{type, function: {name, ...}}` or the Responses API's flat `{type, name, ...}` — and which
+of the policy's prepared definitions (converted once, at load) match it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from proxy import jsonutil
 from proxy.errors import InvalidRequest, echo
 from proxy.jsonutil import JsonList
-from proxy.rewrite.fields import function_name, read_tools, tool_choice_names
-from proxy.rewrite.policy import Policy
+from proxy.rewrite.fields import (
+    flat_function_name,
+    flat_tool_choice_names,
+    function_name,
+    read_tools,
+    tool_choice_names,
+)
+from proxy.rewrite.policy import Policy, SlimmedTool
 from proxy.rewrite.result import (
     TOOL_DROPPED_UNKNOWN,
     TOOL_OMITTED,
@@ -19,10 +31,40 @@ from proxy.rewrite.result import (
     Body,
     Change,
 )
-from proxy.rewrite.schema import SchemaTooDeep, slim_tool
+from proxy.rewrite.schema import SchemaTooDeep, SlimLevel, slim_function, slim_tool
 
 # Fields upstreams refuse when there is no tool left (see the OpenAI contract notes).
 _TOOLS_ONLY_FIELDS = ("tools", "tool_choice", "parallel_tool_calls")
+
+
+@dataclass(frozen=True)
+class ToolShape:
+    """How one API writes function tools, and the policy's definitions in that form."""
+
+    name_of: Callable[[Any, int], str | None]  # a tool's function name; None: not a function
+    choice_names: Callable[[Any], frozenset[str]]  # the functions `tool_choice` names
+    training: Callable[[Policy], Mapping[str, dict[str, Any]]]
+    slimmed: Callable[[Policy], Mapping[str, SlimmedTool]]
+    slim: Callable[[dict[str, Any], SlimLevel], dict[str, Any] | None]
+    function_param: str  # where a tool's function object is, for error messages
+
+
+CHAT_TOOLS = ToolShape(
+    name_of=function_name,
+    choice_names=tool_choice_names,
+    training=lambda policy: policy.training_tools,
+    slimmed=lambda policy: policy.slimmed_tools,
+    slim=slim_tool,
+    function_param="tools[{index}].function",
+)
+FLAT_TOOLS = ToolShape(
+    name_of=flat_function_name,
+    choice_names=flat_tool_choice_names,
+    training=lambda policy: policy.flat_training_tools,
+    slimmed=lambda policy: policy.flat_slimmed_tools,
+    slim=slim_function,
+    function_param="tools[{index}]",
+)
 
 
 @dataclass(frozen=True)
@@ -30,6 +72,7 @@ class _Request:
     """What deciding about one tool needs to know about the request."""
 
     policy: Policy
+    shape: ToolShape
     forced: frozenset[str]  # functions named by tool_choice: never omitted
     changes: list[Change]
 
@@ -40,13 +83,23 @@ def rewrite_tool_definitions(body: Body, policy: Policy, changes: list[Change]) 
     Replaces, slims or removes function tools (it never adds one); other tool kinds pass as
     sent. When no tool is left it removes `tools`, `tool_choice` and `parallel_tool_calls`.
     """
+    return _rewrite_tools(body, policy, changes, CHAT_TOOLS)
+
+
+def rewrite_flat_tool_definitions(body: Body, policy: Policy, changes: list[Change]) -> Body:
+    """`rewrite_tool_definitions` for the Responses API's flat function tools; its other tool
+    kinds (hosted tools, `custom`, `mcp`, `namespace`, ...) pass as sent, never unknown."""
+    return _rewrite_tools(body, policy, changes, FLAT_TOOLS)
+
+
+def _rewrite_tools(body: Body, policy: Policy, changes: list[Change], shape: ToolShape) -> Body:
     spec = policy.spec.tools
     if spec.mode == "passthrough" and spec.unknown == "pass":
         return body
     tools = read_tools(body)
     if not tools:
         return body
-    request = _Request(policy, tool_choice_names(body.get("tool_choice")), changes)
+    request = _Request(policy, shape, shape.choice_names(body.get("tool_choice")), changes)
     kept = _memoized(tools, request) if type(tools) is JsonList else _kept(tools, request)
     if _same_tools(kept, tools):
         return body
@@ -60,7 +113,7 @@ def _kept(tools: list[Any], request: _Request) -> list[Any]:
     """The tools to send in place of `tools`, each decided on its own."""
     kept = []
     for index, tool in enumerate(tools):
-        name = function_name(tool, index)
+        name = request.shape.name_of(tool, index)
         new_tool = tool if name is None else _rewrite_function(tool, name, index, request)
         if new_tool is not None:
             kept.append(new_tool)
@@ -98,20 +151,20 @@ def _rewrite_function(
     tool: dict[str, Any], name: str, index: int, request: _Request
 ) -> dict[str, Any] | None:
     """The tool to send in place of `tool` (the same object if unchanged), or None to drop it."""
-    if name in request.policy.training_tools:
+    if name in request.shape.training(request.policy):
         return _trained(tool, name, request)
     return _untrained(tool, name, index, request)
 
 
 def _trained(tool: dict[str, Any], name: str, request: _Request) -> dict[str, Any] | None:
-    policy = request.policy
+    policy, shape = request.policy, request.shape
     mode = policy.spec.tools.mode
-    training = policy.training_tools[name]
+    training = shape.training(policy)[name]
     if mode == "passthrough":
         return tool
     target, bytes_removed = training, 0
     if mode == "slim":
-        prepared = policy.slimmed_tools[name]
+        prepared = shape.slimmed(policy)[name]
         if prepared.definition is None and name not in request.forced:
             request.changes.append(Change(TOOL_OMITTED, name, prepared.bytes_removed))
             return None
@@ -135,7 +188,7 @@ def _untrained(
         raise InvalidRequest(
             f"The function `{echo(name)}` is not one this model was trained with; "
             f"it accepts: {', '.join(request.policy.training_tools)}.",
-            param=f"tools[{index}].function.name",
+            param=request.shape.function_param.format(index=index) + ".name",
             code="unknown_tool",
         )
     if spec.unknown == "drop":
@@ -161,12 +214,11 @@ def _slim_untrained(
     if level == "omit_function" and name in request.forced:
         return tool
     try:
-        slimmed = slim_tool(tool, level)
+        slimmed = request.shape.slim(tool, level)
     except SchemaTooDeep as exc:
+        param = request.shape.function_param.format(index=index) + ".parameters"
         raise InvalidRequest(
-            f"Invalid 'tools[{index}].function.parameters': {exc}.",
-            param=f"tools[{index}].function.parameters",
-            code="invalid_value",
+            f"Invalid '{param}': {exc}.", param=param, code="invalid_value"
         ) from exc
     if slimmed is None:
         request.changes.append(Change(TOOL_OMITTED, name, _bytes_saved(tool, None)))
