@@ -1,4 +1,5 @@
-"""The mock upstream over real HTTP: OpenAI's SDK against it, steering, recording, Azure paths."""
+"""The mock upstream over real HTTP: OpenAI's SDK against it (chat and Responses), steering,
+recording, Azure paths."""
 
 from __future__ import annotations
 
@@ -10,13 +11,19 @@ import aiohttp
 import openai
 import pytest
 from aiohttp import web
+from openai.types.responses import (
+    ResponseCompletedEvent,
+    ResponseErrorEvent,
+    ResponseFunctionToolCall,
+)
 
-from proxy.fake.model import PREFIX_CHUNKS
+from proxy.fake.model import CHARS_PER_TOKEN, PREFIX_CHUNKS
 from proxy.fake.server import (
     RECEIVED,
     RunningMock,
     build_mock_app,
     fake_exchange,
+    fake_responses_exchange,
     serve_mock,
 )
 from proxy.jsonutil import JSONDecodeError, dumps, loads
@@ -472,3 +479,223 @@ async def test_stream_stall_sends_a_few_chunks_then_silence(http: aiohttp.Client
     finally:
         response.close()
     assert received.count(b"data: ") == PREFIX_CHUNKS
+
+
+# ---------------------------------------------------------------------------
+# The Responses API
+
+WEATHER_FUNCTION: dict[str, Any] = {"type": "function", **WEATHER_TOOL["function"], "strict": True}
+ASKS_WEATHER = "What's the weather in Paris?"
+
+
+async def test_sdk_responses_tool_call_then_text_after_its_output(
+    mock: RunningMock, client: openai.AsyncOpenAI
+) -> None:
+    first = await client.responses.create(
+        model="mock-model", input=ASKS_WEATHER, tools=[WEATHER_FUNCTION]
+    )
+    [call] = first.output
+    assert isinstance(call, ResponseFunctionToolCall)
+    assert call.name == "get_weather"
+    assert loads(call.arguments) == {"city": "Paris"}
+    assert first.status == "completed"
+    # An agent loop feeds the output back as input, then the call's result.
+    second = await client.responses.create(
+        model="mock-model",
+        input=[
+            {"role": "user", "content": ASKS_WEATHER},
+            *first.output,
+            {"type": "function_call_output", "call_id": call.call_id, "output": "sunny, 21 C"},
+        ],
+        tools=[WEATHER_FUNCTION],
+    )
+    assert second.output_text == 'Here is what the tools returned: get_weather said "sunny, 21 C"'
+    assert second.usage is not None
+    assert first.usage is not None
+    assert second.usage.input_tokens > first.usage.input_tokens > 0
+    assert [seen.path for seen in mock.received] == ["/v1/responses", "/v1/responses"]
+    assert mock.received[1].body["input"][1]["call_id"] == call.call_id
+
+
+async def test_sdk_responses_stream_has_the_events_of_the_json_answer(
+    client: openai.AsyncOpenAI,
+) -> None:
+    answer = await client.responses.create(
+        model="mock-model", input=ASKS_WEATHER, tools=[WEATHER_FUNCTION]
+    )
+    stream = await client.responses.create(
+        model="mock-model", input=ASKS_WEATHER, tools=[WEATHER_FUNCTION], stream=True
+    )
+    events = [event async for event in stream]
+    assert events[0].type == "response.created"
+    completed = events[-1]
+    assert isinstance(completed, ResponseCompletedEvent)
+    arguments = "".join(
+        event.delta for event in events if event.type == "response.function_call_arguments.delta"
+    )
+    [call] = answer.output
+    assert isinstance(call, ResponseFunctionToolCall)
+    assert arguments == call.arguments
+    assert completed.response.output == answer.output
+    assert completed.response.usage == answer.usage
+
+
+async def test_sdk_responses_stream_helper_assembles_the_final_response(
+    client: openai.AsyncOpenAI,
+) -> None:
+    answer = await client.responses.create(
+        model="mock-model", input="Say hello", instructions="Be brief."
+    )
+    async with client.responses.stream(
+        model="mock-model", input="Say hello", instructions="Be brief."
+    ) as stream:
+        deltas = [
+            event.delta async for event in stream if event.type == "response.output_text.delta"
+        ]
+        final = await stream.get_final_response()
+    assert len(deltas) > 1
+    assert final.output_text == "".join(deltas) == answer.output_text
+    assert 'answering: "Say hello"' in final.output_text
+    assert (final.id, final.instructions) == (answer.id, "Be brief.")
+
+
+async def test_sdk_responses_max_output_tokens_is_incomplete(client: openai.AsyncOpenAI) -> None:
+    answer = await client.responses.create(
+        model="mock-model", input="Tell me a long story", max_output_tokens=2
+    )
+    assert answer.status == "incomplete"
+    assert answer.incomplete_details is not None
+    assert answer.incomplete_details.reason == "max_output_tokens"
+    assert len(answer.output_text) == 2 * CHARS_PER_TOKEN
+    stream = await client.responses.create(
+        model="mock-model", input="Tell me a long story", max_output_tokens=2, stream=True
+    )
+    last = [event async for event in stream][-1]
+    assert last.type == "response.incomplete"
+
+
+@pytest.mark.parametrize(
+    ("model", "error"),
+    [
+        ("ft-error-400", openai.BadRequestError),
+        ("ft-error-401", openai.AuthenticationError),
+        ("ft-error-404", openai.NotFoundError),
+        ("ft-error-429", openai.RateLimitError),
+        ("ft-error-500", openai.InternalServerError),
+        ("ft-error-503", openai.InternalServerError),
+    ],
+)
+async def test_sdk_responses_steered_errors_are_typed(
+    client: openai.AsyncOpenAI, model: str, error: type[openai.APIStatusError]
+) -> None:
+    with pytest.raises(error) as caught:
+        await client.responses.create(model=model, input="hi")
+    assert caught.value.request_id is not None
+    assert caught.value.request_id.startswith("req_mock_")
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"tool_choice": {"type": "function", "name": "lookup_order"}}, "tool_choice"),
+        (
+            {"input": [{"type": "function_call_output", "call_id": "call_x", "output": "sunny"}]},
+            "input",
+        ),
+    ],
+)
+async def test_sdk_responses_request_errors_are_400s(
+    client: openai.AsyncOpenAI, fields: dict[str, Any], param: str
+) -> None:
+    asked: dict[str, Any] = {"input": ASKS_WEATHER, **fields}
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.responses.create(model="mock-model", tools=[WEATHER_FUNCTION], **asked)
+    assert caught.value.param == param
+
+
+async def test_sdk_responses_stream_error_ends_with_an_error_event(
+    client: openai.AsyncOpenAI,
+) -> None:
+    stream = await client.responses.create(model="ft-stream-error", input="hi", stream=True)
+    events = [event async for event in stream]
+    assert len(events) == PREFIX_CHUNKS + 1
+    last = events[-1]
+    assert isinstance(last, ResponseErrorEvent)
+    assert (last.code, last.sequence_number) == ("server_error", PREFIX_CHUNKS)
+
+
+async def test_sdk_responses_stream_cut_is_a_connection_error(client: openai.AsyncOpenAI) -> None:
+    stream = await client.responses.create(model="ft-stream-cut", input="hi", stream=True)
+    seen: list[str] = []
+
+    async def read_all() -> None:
+        async for event in stream:
+            seen.append(event.type)
+
+    with pytest.raises(openai.APIConnectionError):
+        await read_all()
+    assert seen == ["response.created", "response.in_progress", "response.output_item.added"]
+
+
+async def test_responses_stream_names_each_event_and_sends_no_done(
+    mock: RunningMock, http: aiohttp.ClientSession
+) -> None:
+    body = {"model": "mock-model", "input": ASKS_WEATHER, "stream": True}
+    status, headers, payload = await post(http, f"{mock.base_url}/responses", body)
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/event-stream")
+    events = payload.decode().split("\n\n")
+    assert events[-1] == ""
+    for number, event in enumerate(events[:-1]):
+        name_line, data_line = event.split("\n")
+        data = loads(data_line.removeprefix("data: "))
+        assert name_line == f"event: {data['type']}"
+        assert data["sequence_number"] == number
+    assert "[DONE]" not in payload.decode()
+    assert loads(events[-2].split("\n")[1].removeprefix("data: "))["type"] == "response.completed"
+
+
+async def test_responses_bad_json_stream_has_one_unparsable_event(
+    mock: RunningMock, http: aiohttp.ClientSession
+) -> None:
+    body = {"model": "ft-bad-json", "input": "hi", "stream": True}
+    _, _, payload = await post(http, f"{mock.base_url}/v1/responses", body)
+    unparsable = 0
+    for event in filter(None, payload.split(b"\n\n")):
+        try:
+            loads(event.split(b"data: ", 1)[1])
+        except JSONDecodeError:
+            unparsable += 1
+    assert unparsable == 1
+
+
+async def test_responses_on_azure_paths(mock: RunningMock) -> None:
+    v1 = openai.AsyncOpenAI(base_url=f"{mock.base_url}/openai/v1", api_key="k", max_retries=0)
+    classic = openai.AsyncAzureOpenAI(
+        azure_endpoint=mock.base_url, api_version="2025-03-01-preview", api_key="az", max_retries=0
+    )
+    try:
+        assert (await v1.responses.create(model="ft-deploy", input="hi")).model == "ft-deploy"
+        assert (await classic.responses.create(model="deploy", input="hi")).model == "deploy"
+    finally:
+        await v1.close()
+        await classic.close()
+    assert [(seen.path, seen.query) for seen in mock.received] == [
+        ("/openai/v1/responses", {}),
+        ("/openai/responses", {"api-version": "2025-03-01-preview"}),
+    ]
+
+
+async def test_fake_responses_exchange_steers_in_process() -> None:
+    body = {"model": "mock-model", "input": "hi", "stream": True}
+    failing = await fake_responses_exchange(body, {"X-Mock-Behavior": "error-503"})
+    assert failing.status == 503
+    assert failing.headers["retry-after"] == "1"
+    cut = await fake_responses_exchange(body, {"x-mock-behavior": "stream-cut"})
+    pieces: list[bytes] = []
+    with pytest.raises(ConnectionResetError):
+        await collect(cut.chunks, pieces)
+    assert len(pieces) == PREFIX_CHUNKS
+    huge = await fake_responses_exchange({**body, "stream": False}, {"x-mock-behavior": "huge-1"})
+    answer = loads(b"".join([piece async for piece in huge.chunks]))
+    assert len(answer["output"][0]["content"][0]["text"]) == 1024 * 1024

@@ -1,2 +1,3 @@
-"""The built-in fake model (`model`), its OpenAI-compatible server (`server`: `kind: mock` and
-`tuned-proxy mock-upstream`), and the demo that drives the proxy in front of it (`demo`)."""
+"""The built-in fake model (`model`, and `responses` for the Responses API), its
+OpenAI-compatible server (`server`: `kind: mock` and `tuned-proxy mock-upstream`), and the
+demo that drives the proxy in front of it (`demo`)."""

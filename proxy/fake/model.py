@@ -14,6 +14,10 @@ request), so a streamed answer reassembles to exactly the non-streamed one. Only
 How a request misbehaves (errors, delays, broken streams) is a `Behavior`, parsed from a
 word in the model name or from the `x-mock-behavior` header by `parse_behavior`. The
 transport side of the steering lives in `fake/server.py`.
+
+`decide` is the one decision of the fake (an `Answer`, before any wire shape); the
+Responses fake (`fake/responses.py`) converts its request to the chat form and renders the
+same `Answer`, so both APIs answer a conversation alike.
 """
 
 from __future__ import annotations
@@ -201,9 +205,7 @@ def _check_tool_fields(body: dict[str, Any]) -> InvalidRequest | None:
 
 
 def _check_named_choice(body: dict[str, Any]) -> InvalidRequest | None:
-    functions, legacy = _offered_functions(body)
-    choice = _tool_choice(body, legacy)
-    missing = sorted((choice.names or frozenset()) - {function["name"] for function in functions})
+    missing, legacy = chosen_but_not_offered(body)
     if not missing:
         return None
     param = "function_call" if legacy else "tool_choice"
@@ -212,6 +214,15 @@ def _check_named_choice(body: dict[str, Any]) -> InvalidRequest | None:
         f"{'functions' if legacy else 'tools'}.",
         param=param,
     )
+
+
+def chosen_but_not_offered(body: dict[str, Any]) -> tuple[list[str], bool]:
+    """The functions a named or `allowed_tools` choice asks for that are not offered (sorted),
+    and whether the request used the legacy `functions` form."""
+    functions, legacy = _offered_functions(body)
+    choice = _tool_choice(body, legacy)
+    offered = {function["name"] for function in functions}
+    return sorted((choice.names or frozenset()) - offered), legacy
 
 
 def _check_stream_options(body: dict[str, Any]) -> InvalidRequest | None:
@@ -237,16 +248,20 @@ _REQUEST_CHECKS: tuple[Callable[[dict[str, Any]], InvalidRequest | None], ...] =
 
 
 @dataclass(frozen=True)
-class _Call:
+class Call:
+    """One tool call the fake decided on; `arguments` is the JSON text, as models send it."""
+
     id: str
     name: str
     arguments: str
 
 
 @dataclass(frozen=True)
-class _Answer:
+class Answer:
+    """What the fake answers, before any wire shape: the chat and Responses fakes render it."""
+
     content: str | None
-    calls: tuple[_Call, ...]
+    calls: tuple[Call, ...]
     legacy: bool
     """Answer with `function_call` (the request used `functions`) rather than `tool_calls`."""
     finish_reason: str
@@ -312,21 +327,22 @@ def _allowed_tools_choice(allowed: Any) -> _ToolChoice:
     return _ToolChoice(mode="auto", names=frozenset(names))
 
 
-def _answer(body: dict[str, Any], behavior: Behavior) -> _Answer:
+def decide(body: dict[str, Any], behavior: Behavior) -> Answer:
+    """The fake's answer to a chat request: which tools it calls, or the text it writes."""
     functions, legacy = _offered_functions(body)
     choice = _tool_choice(body, legacy)
     candidates = [f for f in functions if choice.names is None or f["name"] in choice.names]
     messages = _messages(body)
     if candidates and _should_call(choice, _last_role(messages), behavior):
         calls = _calls(body, candidates, legacy, behavior)
-        return _Answer(
+        return Answer(
             content=None,
             calls=calls,
             legacy=legacy,
             finish_reason="function_call" if legacy else "tool_calls",
         )
     if behavior.answer_mb > 0:
-        return _Answer(_filler(behavior.answer_mb * 1024 * 1024), (), legacy, "stop")
+        return Answer(_filler(behavior.answer_mb * 1024 * 1024), (), legacy, "stop")
     return _text_answer(body, messages, legacy)
 
 
@@ -356,14 +372,14 @@ def _last_role(messages: list[dict[str, Any]]) -> str | None:
 
 def _calls(
     body: dict[str, Any], candidates: list[dict[str, Any]], legacy: bool, behavior: Behavior
-) -> tuple[_Call, ...]:
+) -> tuple[Call, ...]:
     user_text = _last_user_text(_messages(body))
     count = 2 if behavior.parallel and not legacy else 1
     chosen = _best_matches(candidates, user_text, count)
-    digest = _request_digest(body)
+    digest = request_digest(body)
     return tuple(
-        _Call(
-            id=f"call_{_short_hash(f'{digest}:{index}', 24)}",
+        Call(
+            id=f"call_{short_hash(f'{digest}:{index}', 24)}",
             name=function["name"],
             arguments=_arguments(function, user_text, behavior),
         )
@@ -371,7 +387,7 @@ def _calls(
     )
 
 
-def _text_answer(body: dict[str, Any], messages: list[dict[str, Any]], legacy: bool) -> _Answer:
+def _text_answer(body: dict[str, Any], messages: list[dict[str, Any]], legacy: bool) -> Answer:
     results = _trailing_tool_results(messages)
     if results:
         content = "Here is what the tools returned: " + "; ".join(
@@ -382,8 +398,8 @@ def _text_answer(body: dict[str, Any], messages: list[dict[str, Any]], legacy: b
     content = _formatted(body, content)
     limit = _max_tokens(body)
     if limit is not None and len(content) > limit * CHARS_PER_TOKEN:
-        return _Answer(content[: limit * CHARS_PER_TOKEN], (), legacy, "length")
-    return _Answer(content=content, calls=(), legacy=legacy, finish_reason="stop")
+        return Answer(content[: limit * CHARS_PER_TOKEN], (), legacy, "length")
+    return Answer(content=content, calls=(), legacy=legacy, finish_reason="stop")
 
 
 def _formatted(body: dict[str, Any], text: str) -> str:
@@ -712,7 +728,7 @@ _VALUE_BUILDERS: dict[str, Callable[[dict[str, Any], _Hints, Any, int], Any]] = 
 
 def complete(body: dict[str, Any], behavior: Behavior) -> dict[str, Any]:
     """The `chat.completion` the fake answers to `body`."""
-    answer = _answer(body, behavior)
+    answer = decide(body, behavior)
     return {
         **_envelope(body, "chat.completion"),
         "choices": [
@@ -734,7 +750,7 @@ def stream_chunks(body: dict[str, Any], behavior: Behavior) -> list[dict[str, An
     chunk (with `choices: []`) only when `stream_options.include_usage` is true; in that
     case every other chunk carries `"usage": null`, as OpenAI's do.
     """
-    answer = _answer(body, behavior)
+    answer = decide(body, behavior)
     envelope = _envelope(body, "chat.completion.chunk")
     include_usage = _include_usage(body)
     steps: list[tuple[dict[str, Any], str | None]] = [(delta, None) for delta in _deltas(answer)]
@@ -758,7 +774,7 @@ def _include_usage(body: dict[str, Any]) -> bool:
 
 def _envelope(body: dict[str, Any], kind: str) -> dict[str, Any]:
     return {
-        "id": f"chatcmpl-mock{_short_hash(_request_digest(body), 20)}",
+        "id": f"chatcmpl-mock{short_hash(request_digest(body), 20)}",
         "object": kind,
         "created": int(time.time()),
         "model": body.get("model", ""),
@@ -766,7 +782,7 @@ def _envelope(body: dict[str, Any], kind: str) -> dict[str, Any]:
     }
 
 
-def _message(answer: _Answer) -> dict[str, Any]:
+def _message(answer: Answer) -> dict[str, Any]:
     message: dict[str, Any] = {
         "role": "assistant",
         "content": answer.content,
@@ -788,26 +804,28 @@ def _message(answer: _Answer) -> dict[str, Any]:
     return message
 
 
-def _deltas(answer: _Answer) -> list[dict[str, Any]]:
+def _deltas(answer: Answer) -> list[dict[str, Any]]:
     if answer.legacy and answer.calls:
         return list(_legacy_call_deltas(answer.calls[0]))
     if answer.calls:
         return list(_tool_call_deltas(answer.calls))
-    content = answer.content or ""
-    if len(content) > LONG_PIECE_CHARS:
-        pieces = [
-            content[start : start + LONG_PIECE_CHARS]
-            for start in range(0, len(content), LONG_PIECE_CHARS)
-        ]
-    else:
-        pieces = re.findall(r"\S+\s*|\s+", content)
     return [
         {"role": "assistant", "content": "", "refusal": None},
-        *({"content": piece} for piece in pieces),
+        *({"content": piece} for piece in text_pieces(answer.content or "")),
     ]
 
 
-def _tool_call_deltas(calls: tuple[_Call, ...]) -> Iterator[dict[str, Any]]:
+def text_pieces(content: str) -> list[str]:
+    """A text answer as it streams: word by word, or in long pieces when it is long."""
+    if len(content) > LONG_PIECE_CHARS:
+        return [
+            content[start : start + LONG_PIECE_CHARS]
+            for start in range(0, len(content), LONG_PIECE_CHARS)
+        ]
+    return re.findall(r"\S+\s*|\s+", content)
+
+
+def _tool_call_deltas(calls: tuple[Call, ...]) -> Iterator[dict[str, Any]]:
     # As OpenAI streams them: `id`, `type` and `name` only in the first delta of each index.
     yield {"role": "assistant", "content": None}
     for index, call in enumerate(calls):
@@ -818,30 +836,28 @@ def _tool_call_deltas(calls: tuple[_Call, ...]) -> Iterator[dict[str, Any]]:
             "function": {"name": call.name, "arguments": ""},
         }
         yield {"tool_calls": [opening]}
-        for fragment in _fragments(call.arguments):
+        for fragment in argument_fragments(call.arguments):
             yield {"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}
 
 
-def _legacy_call_deltas(call: _Call) -> Iterator[dict[str, Any]]:
+def _legacy_call_deltas(call: Call) -> Iterator[dict[str, Any]]:
     yield {
         "role": "assistant",
         "content": None,
         "function_call": {"name": call.name, "arguments": ""},
     }
-    for fragment in _fragments(call.arguments):
+    for fragment in argument_fragments(call.arguments):
         yield {"function_call": {"arguments": fragment}}
 
 
-def _fragments(text: str) -> list[str]:
+def argument_fragments(text: str) -> list[str]:
+    """Tool-call arguments as they stream, in fragments of `ARGUMENT_FRAGMENT_CHARS`."""
     size = ARGUMENT_FRAGMENT_CHARS
     return [text[start : start + size] for start in range(0, len(text), size)]
 
 
-def _usage(body: dict[str, Any], answer: _Answer) -> dict[str, Any]:
-    prompt = {key: body[key] for key in ("messages", "tools", "functions") if key in body}
-    answered = (answer.content or "") + "".join(call.name + call.arguments for call in answer.calls)
-    prompt_tokens = _estimate_tokens(len(dumps(prompt)))
-    completion_tokens = _estimate_tokens(len(answered.encode()))
+def _usage(body: dict[str, Any], answer: Answer) -> dict[str, Any]:
+    prompt_tokens, completion_tokens = token_counts(body, answer)
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
@@ -856,11 +872,19 @@ def _usage(body: dict[str, Any], answer: _Answer) -> dict[str, Any]:
     }
 
 
+def token_counts(body: dict[str, Any], answer: Answer) -> tuple[int, int]:
+    """(prompt, completion) tokens, estimated from the sizes of the request and the answer."""
+    prompt = {key: body[key] for key in ("messages", "tools", "functions") if key in body}
+    answered = (answer.content or "") + "".join(call.name + call.arguments for call in answer.calls)
+    return _estimate_tokens(len(dumps(prompt))), _estimate_tokens(len(answered.encode()))
+
+
 def _estimate_tokens(size_in_bytes: int) -> int:
     return max(1, size_in_bytes // CHARS_PER_TOKEN)
 
 
-def _request_digest(body: dict[str, Any]) -> str:
+def request_digest(body: dict[str, Any]) -> str:
+    """A hash of the request, from which the answer's ids are derived."""
     # Streaming fields are left out so that a request gets the same ids streamed or not.
     asked = {key: value for key, value in body.items() if key not in _STREAM_FIELDS}
     return hashlib.sha256(dumps(asked)).hexdigest()
@@ -869,5 +893,5 @@ def _request_digest(body: dict[str, Any]) -> str:
 _STREAM_FIELDS = frozenset({"stream", "stream_options"})
 
 
-def _short_hash(text: str, length: int) -> str:
+def short_hash(text: str, length: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]

@@ -1,10 +1,11 @@
 """The mock upstream: the fake model's answers as HTTP exchanges, and a server for them.
 
-`fake_exchange` turns a request body into one answer (status, headers, body bytes), with
-the steering's delays, errors and broken streams applied; it needs no transport, so the
-in-process upstream kind `mock` and the HTTP server share it. `build_mock_app` serves it
-as an OpenAI-compatible server (OpenAI and Azure paths) that records every request it
-receives, so tests can assert what the upstream saw.
+`fake_exchange` (chat) and `fake_responses_exchange` (the Responses API) turn a request body
+into one answer (status, headers, body bytes), with the steering's delays, errors and broken
+streams applied; they need no transport, so the in-process upstream kind `mock` and the HTTP
+server share them. `build_mock_app` serves both as an OpenAI-compatible server (OpenAI and
+Azure paths) that records every request it receives, so tests can assert what the upstream
+saw.
 
 Steering words (in the model name or the `x-mock-behavior` header) are listed on
 `model.Behavior`.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -31,6 +32,7 @@ from proxy.fake.model import (
     parse_behavior,
     stream_chunks,
 )
+from proxy.fake.responses import find_responses_error, respond, stream_events
 from proxy.jsonutil import JSONDecodeError, dumps, loads
 
 BEHAVIOR_HEADER = "x-mock-behavior"
@@ -69,33 +71,96 @@ class FakeExchange:
     chunks: AsyncIterator[bytes]
 
 
+@dataclass(frozen=True)
+class _Api:
+    """What the chat and the Responses fakes do differently; the steering is the same."""
+
+    find_error: Callable[[dict[str, Any]], InvalidRequest | None]
+    answer: Callable[[dict[str, Any], Behavior], dict[str, Any]]
+    events: Callable[[dict[str, Any], Behavior], list[bytes]]
+    """The stream's SSE events, framed, without an end marker."""
+    error_event: Callable[[dict[str, Any], int], bytes]
+    """The event that ends a failing stream, from an OpenAI error object and its position."""
+    end: bytes
+    """What follows the last event of a whole stream."""
+
+
+def _chat_events(body: dict[str, Any], behavior: Behavior) -> list[bytes]:
+    return [b"data: " + dumps(chunk) + b"\n\n" for chunk in stream_chunks(body, behavior)]
+
+
+def _chat_error_event(error: dict[str, Any], position: int) -> bytes:
+    # As OpenAI ends a chat stream that fails once it has started: an error event, no [DONE].
+    return b"data: " + dumps({"error": error}) + b"\n\n"
+
+
+def _responses_events(body: dict[str, Any], behavior: Behavior) -> list[bytes]:
+    return [_named_event(event) for event in stream_events(body, behavior)]
+
+
+def _responses_error_event(error: dict[str, Any], position: int) -> bytes:
+    # `ResponseErrorEvent`'s fields are on the event itself, not under an `error` key.
+    event = {
+        "type": "error",
+        "sequence_number": position,
+        "code": error["code"] or error["type"],
+        "message": error["message"],
+        "param": error["param"],
+    }
+    return _named_event(event)
+
+
+def _named_event(event: dict[str, Any]) -> bytes:
+    return f"event: {event['type']}\ndata: ".encode() + dumps(event) + b"\n\n"
+
+
+_CHAT = _Api(find_request_error, complete, _chat_events, _chat_error_event, b"data: [DONE]\n\n")
+# The Responses API ends a stream with its last event (`response.completed`): no `[DONE]`.
+_RESPONSES = _Api(find_responses_error, respond, _responses_events, _responses_error_event, b"")
+
+
 async def fake_exchange(body: dict[str, Any], headers: Mapping[str, str]) -> FakeExchange:
-    """The fake model's answer to `body`, steered by its model name and `x-mock-behavior`."""
+    """The fake model's answer to a chat request, steered by its model and `x-mock-behavior`."""
+    return await _steered_exchange(_CHAT, body, headers)
+
+
+async def fake_responses_exchange(body: dict[str, Any], headers: Mapping[str, str]) -> FakeExchange:
+    """The fake model's answer to a Responses request (`POST /v1/responses`), steered alike."""
+    return await _steered_exchange(_RESPONSES, body, headers)
+
+
+async def _steered_exchange(
+    api: _Api, body: dict[str, Any], headers: Mapping[str, str]
+) -> FakeExchange:
     started = time.monotonic()
     model = body.get("model")
     behavior = parse_behavior(model if isinstance(model, str) else "", _header(headers))
     if behavior.stall_ms:
         await asyncio.sleep(behavior.stall_ms / 1000)
-    exchange = _exchange(body, headers, behavior, started)
+    exchange = _exchange(api, body, headers, behavior, started)
     if behavior.leaky_headers:
         exchange = replace(exchange, headers={**exchange.headers, **LEAKY_HEADERS})
     return exchange
 
 
 def _exchange(
-    body: dict[str, Any], headers: Mapping[str, str], behavior: Behavior, started: float
+    api: _Api,
+    body: dict[str, Any],
+    headers: Mapping[str, str],
+    behavior: Behavior,
+    started: float,
 ) -> FakeExchange:
     if behavior.reset:
         return FakeExchange(status=200, headers={}, chunks=_reset())
     if behavior.error_status is not None:
         key = _presented_key(headers)
         return _steered_error(behavior.error_status, str(body.get("model")), started, key)
-    problem = find_request_error(body)
+    problem = api.find_error(body)
     if problem is not None:
         return _error_exchange(problem.status, problem.body(), {}, started)
     if body.get("stream") is True:
-        return _stream_exchange(body, behavior, started)
-    return _json_exchange(body, behavior, started)
+        return _stream_exchange(api, body, behavior, started)
+    return _json_exchange(api, body, behavior, started)
 
 
 async def _reset() -> AsyncIterator[bytes]:
@@ -122,8 +187,10 @@ def _header(headers: Mapping[str, str]) -> str | None:
     return None
 
 
-def _json_exchange(body: dict[str, Any], behavior: Behavior, started: float) -> FakeExchange:
-    payload = BAD_JSON_BODY if behavior.bad_json else dumps(complete(body, behavior))
+def _json_exchange(
+    api: _Api, body: dict[str, Any], behavior: Behavior, started: float
+) -> FakeExchange:
+    payload = BAD_JSON_BODY if behavior.bad_json else dumps(api.answer(body, behavior))
     if behavior.malformed_json:
         payload = payload[: len(payload) // 2]
     return FakeExchange(
@@ -147,25 +214,27 @@ async def _paced_body(payload: bytes, behavior: Behavior) -> AsyncIterator[bytes
     yield payload
 
 
-def _stream_exchange(body: dict[str, Any], behavior: Behavior, started: float) -> FakeExchange:
-    events = [b"data: " + dumps(chunk) + b"\n\n" for chunk in stream_chunks(body, behavior)]
+def _stream_exchange(
+    api: _Api, body: dict[str, Any], behavior: Behavior, started: float
+) -> FakeExchange:
+    events = api.events(body, behavior)
     if behavior.bad_json:
         events.insert(1, b"data: {this is not json\n\n")
     if behavior.malformed_json:
         events.insert(1, events[1][: len(events[1]) // 2] + b"\n\n")
     if behavior.stream_error:
-        # As OpenAI ends a stream that fails once it has started: an error event, no [DONE].
         error_type, code, message = _error_wording(500, str(body.get("model")))
-        error = {"error": {"message": message, "type": error_type, "param": None, "code": code}}
-        events[PREFIX_CHUNKS:] = [b"data: " + dumps(error) + b"\n\n"]
-    else:
-        events.append(b"data: [DONE]\n\n")
+        error = {"message": message, "type": error_type, "param": None, "code": code}
+        events[PREFIX_CHUNKS:] = [api.error_event(error, PREFIX_CHUNKS)]
+    elif api.end:
+        events.append(api.end)
     headers = {**_headers(SSE_TYPE, started), "cache-control": "no-cache"}
     return FakeExchange(status=200, headers=headers, chunks=_paced_events(events, behavior))
 
 
 async def _paced_events(events: list[bytes], behavior: Behavior) -> AsyncIterator[bytes]:
-    # A broken stream breaks before `[DONE]` however short the answer is.
+    # A broken stream breaks before its last event (`[DONE]`, `response.completed`), however
+    # short the answer is.
     break_at = min(PREFIX_CHUNKS, len(events) - 1)
     for position, event in enumerate(events):
         if position == break_at:
@@ -284,6 +353,9 @@ CHAT_PATHS = (
     "/openai/deployments/{deployment}/chat/completions",
     "/openai/v1/deployments/{deployment}/chat/completions",
 )
+# Azure's v1 API takes the model in the body; `/openai/responses` is where `AzureOpenAI`
+# (the classic, `api-version` client) sends Responses requests.
+RESPONSES_PATHS = ("/v1/responses", "/responses", "/openai/v1/responses", "/openai/responses")
 MODEL_PATHS = ("/v1/models", "/models", "/openai/v1/models")
 
 
@@ -298,6 +370,8 @@ def build_mock_app() -> web.Application:
     app[_IN_FLIGHT] = set()
     for path in CHAT_PATHS:
         app.router.add_post(path, _chat_completions)
+    for path in RESPONSES_PATHS:
+        app.router.add_post(path, _responses)
     for path in MODEL_PATHS:
         app.router.add_get(path, _models)
     app.on_shutdown.append(_cancel_in_flight)
@@ -343,6 +417,18 @@ async def run_mock_server(host: str, port: int) -> None:
 
 
 async def _chat_completions(request: web.Request) -> web.StreamResponse:
+    return await _serve(request, fake_exchange)
+
+
+async def _responses(request: web.Request) -> web.StreamResponse:
+    return await _serve(request, fake_responses_exchange)
+
+
+async def _serve(
+    request: web.Request,
+    exchange_for: Callable[[dict[str, Any], Mapping[str, str]], Awaitable[FakeExchange]],
+) -> web.StreamResponse:
+    """Record the request, then send the fake's answer (a 400 for a body that is no JSON object)."""
     raw = await request.read()
     try:
         body = loads(raw)
@@ -360,7 +446,7 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
         # Azure's classic paths name the deployment in the path, which beats the body's model.
         body = {**body, "model": deployment}
     with _tracked(request.app):
-        exchange = await fake_exchange(body, request.headers)
+        exchange = await exchange_for(body, request.headers)
         return await _send(request, exchange)
 
 
