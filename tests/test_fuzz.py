@@ -29,8 +29,10 @@ from proxy.errors import ConfigError, InvalidRequest
 from proxy.rewrite import ACTIONS, RewriteResult, rewrite
 from proxy.rewrite.policy import Policy, PolicySpec, build_policy
 from proxy.state import STATE
-from tests.conftest import CLIENT_KEY, FakeUpstream, RunningProxy, StartProxy, basic_config
-from tests.test_rewrite_properties import bodies, json_values, schemas
+from tests.support.configs import basic_config
+from tests.support.keys import CLIENT_KEY
+from tests.support.servers import FakeUpstream, RunningProxy, StartProxy
+from tests.support.strategies import bodies, json_values, schemas
 
 SCALE = int(os.environ.get("TUNED_PROXY_FUZZ_SCALE", "1"))
 REWRITE_SETTINGS = settings(
