@@ -13,7 +13,7 @@ from proxy.outgoing import outgoing_request
 from proxy.state import STATE
 from tests.support.configs import REPO, basic_config, fake_variant, fault_config
 from tests.support.keys import CLIENT_KEY
-from tests.support.metrics import Samples, scrape, total
+from tests.support.metrics import Samples, known, scrape, total
 from tests.support.servers import FakeUpstream, RunningProxy, StartProxy
 from tests.support.waiting import eventually
 
@@ -31,7 +31,7 @@ UNTRAINED_TOOL = {
 
 def value(samples: Samples, name: str, **labels: str) -> float:
     """The sample of `name` with exactly `labels`; 0 where there is none (yet)."""
-    return samples.get((name, frozenset(labels.items())), 0.0)
+    return samples.get((known(name), frozenset(labels.items())), 0.0)
 
 
 @pytest.fixture

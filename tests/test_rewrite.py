@@ -169,8 +169,9 @@ def test_case_with_shared_tools_memoized(case: Path) -> None:
     for _ in range(2):
         body = with_shared_tools(request, tool_lists)
         if "error" in expected:
-            with pytest.raises(InvalidRequest):
+            with pytest.raises(InvalidRequest) as refused:
                 rewrite(body, policy)
+            assert {"param": refused.value.param, "code": refused.value.code} == expected["error"]
             continue
         result = rewrite(body, policy)
         assert jsonutil.dumps(result.body) == jsonutil.dumps(expected["body"])

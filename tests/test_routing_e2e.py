@@ -257,4 +257,7 @@ async def test_no_shadow_when_sample_is_zero(
     async with aiohttp.ClientSession() as session:
         for _ in range(20):
             await send(session, proxy, {"model": "chat", "messages": MESSAGES})
-    assert all(r.body["model"] == "ft-model" for r in fake_upstream.received)
+    # A shadow copy goes out after the answer: none was even started.
+    shadows = proxy.app[STATE].shadows
+    assert (shadows.tasks, shadows.outcomes) == (set(), Counter())
+    assert [r.body["model"] for r in fake_upstream.received] == ["ft-model"] * 20
