@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,110 +17,49 @@ import pytest
 
 from proxy.app import build_app
 from proxy.config import load_config
-from proxy.fake.server import build_mock_app
 from proxy.server import bound_port, start_site
 from proxy.state import STATE
-from tests.conftest import (
-    CLIENT_KEY,
-    UPSTREAM_KEY,
+from tests.support.configs import basic_config, fault_config
+from tests.support.http import (
+    CHAT,
+    MESSAGES,
+    data_events,
+    exchange,
+    json_request,
+    raw_exchange,
+    request_head,
+)
+from tests.support.keys import AUTH, CLIENT_KEY, UPSTREAM_KEY
+from tests.support.metrics import samples_of, scrape, total
+from tests.support.pool import pool_counts
+from tests.support.processes import Live, back_at_rest, live_process
+from tests.support.servers import (
     FakeUpstream,
     RunningProxy,
     StartProxy,
-    basic_config,
-    eventually,
     open_connections,
+    start_fake_upstream,
 )
-from tests.support.pool import pool_counts
-from tests.test_faults import (
-    MESSAGES,
-    Live,
-    back_at_rest,
-    data_events,
-    exchange,
-    live_process,
-    samples_of,
-    scrape,
-    total,
-)
+from tests.support.waiting import eventually
 
-CHAT = "/v1/chat/completions"
-AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
 FULL_POLICY_ROUTE = "full"  # support-full: identical tools, system prompt, parallel_tool_calls
 
 
 @pytest.fixture
 async def proxy(fake_upstream: FakeUpstream, start_proxy: StartProxy) -> RunningProxy:
-    config = basic_config(fake_upstream.url)
-    config["server"] = {"body_timeout_s": 0.3, "max_body_bytes": 64 * 1024}
-    config["routes"]["stalled"] = {
-        "variants": [{"name": "v", "upstream": "fake", "model": "ft-stall-30000"}]
-    }
-    config["routes"]["stream-stalled"] = {
-        "variants": [{"name": "v", "upstream": "fake", "model": "ft-stream-stall-30000"}]
-    }
-    config["routes"][FULL_POLICY_ROUTE] = {
+    full_policy = {
         "variants": [{"name": "v", "upstream": "fake", "model": "m", "policy": "support-full"}]
     }
+    config = fault_config(
+        fake_upstream.url,
+        server={"body_timeout_s": 0.3, "max_body_bytes": 64 * 1024},
+        routes={
+            "stalled": ("fake", "ft-stall-30000"),
+            "stream-stalled": ("fake", "ft-stream-stall-30000"),
+            FULL_POLICY_ROUTE: full_policy,
+        },
+    )
     return await start_proxy(config)
-
-
-# ----------------------------------------------------------------------------- raw HTTP
-
-
-@dataclass(frozen=True)
-class RawResponse:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def error(self) -> dict[str, Any]:
-        assert self.headers["content-type"].startswith("application/json")
-        error: dict[str, Any] = json.loads(self.body)["error"]
-        assert set(error) == {"message", "type", "param", "code"}
-        return error
-
-
-async def read_response(reader: asyncio.StreamReader) -> RawResponse:
-    head = await reader.readuntil(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
-    headers = {}
-    for line in lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    body = await reader.readexactly(int(headers.get("content-length", "0")))
-    return RawResponse(int(status_line.split()[1]), headers, body)
-
-
-def request_head(
-    path: str = CHAT,
-    headers: dict[str, str] | None = None,
-    length: int | None = None,
-    host: str = "proxy",
-) -> bytes:
-    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", f"Authorization: Bearer {CLIENT_KEY}"]
-    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
-    if length is not None:
-        lines += ["Content-Type: application/json", f"Content-Length: {length}"]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-async def raw_exchange(url: str, payload: bytes) -> RawResponse:
-    """Send bytes as they are (whatever HTTP they make) and read one answer."""
-    address = urlsplit(url)
-    reader, writer = await asyncio.open_connection(address.hostname, address.port)
-    try:
-        writer.write(payload)
-        await writer.drain()
-        async with asyncio.timeout(10):
-            return await read_response(reader)
-    finally:
-        writer.close()
-        await writer.wait_closed()
-
-
-def json_request(body: Any, headers: dict[str, str] | None = None) -> bytes:
-    raw = json.dumps(body).encode()
-    return request_head(headers=headers, length=len(raw)) + raw
 
 
 # ----------------------------------------------------------------------------- disconnects
@@ -393,11 +331,7 @@ async def exchange_any(url: str, body: Any) -> tuple[int, bytes]:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    def stalling_route(config: dict[str, Any]) -> None:
-        config["routes"]["stream-stalled"] = {
-            "variants": [{"name": "v", "upstream": "fake", "model": "ft-stream-stall-30000"}]
-        }
-
+    stalling_route = {"stream-stalled": ("fake", "ft-stream-stall-30000")}
     with live_process(tmp_path_factory.mktemp("client-faults"), stalling_route) as running:
         yield running
 
@@ -552,10 +486,10 @@ async def test_no_client_header_reaches_the_upstream(
 @pytest.fixture
 async def decoy() -> AsyncIterator[FakeUpstream]:
     """A second fake upstream that no request may ever reach."""
-    app = build_mock_app()
-    runner = await start_site(app, "127.0.0.1", 0)
-    yield FakeUpstream(url=f"http://127.0.0.1:{bound_port(runner)}", app=app, runner=runner)
-    await runner.cleanup()
+    upstream = await start_fake_upstream()
+    assert upstream.runner is not None
+    yield upstream
+    await upstream.runner.cleanup()
 
 
 async def test_no_request_header_changes_which_upstream_is_reached(

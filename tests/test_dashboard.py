@@ -19,7 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.metrics import Metrics
-from tests.test_metrics import full_record
+from tests.support.records import full_record
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "helm/tuned-proxy/dashboards/tuned-proxy.json"
 DATASOURCE = "${datasource}"

@@ -11,49 +11,37 @@ from multidict import CIMultiDict
 
 from proxy.reload import reload_config
 from proxy.state import STATE
-from tests.conftest import (
-    CLIENT_KEY,
-    UPSTREAM_KEY,
-    FakeUpstream,
-    RunningProxy,
-    StartProxy,
-    basic_config,
-    closed_port,
-)
-
-MESSAGES = [{"role": "user", "content": "Hello"}]
+from tests.support.configs import basic_config, fault_config, refusing_upstream
+from tests.support.http import MESSAGES
+from tests.support.keys import CLIENT_KEY, UPSTREAM_KEY
+from tests.support.servers import FakeUpstream, RunningProxy, StartProxy
 
 
 @pytest.fixture
 async def faulty(fake_upstream: FakeUpstream, start_proxy: StartProxy) -> RunningProxy:
-    config = basic_config(fake_upstream.url)
-    fake = config["upstreams"]["fake"]
-    config["upstreams"]["impatient"] = {**fake, "idle_timeout_s": 0.3}
-    config["upstreams"]["dead"] = {
-        "kind": "compatible",
-        "base_url": f"http://127.0.0.1:{closed_port()}/v1",
-    }
-    config["upstreams"]["keyless"] = {
+    keyless = {
         "kind": "openai",
         "base_url": f"{fake_upstream.url}/v1",
         "api_key_env": "TUNED_PROXY_TEST_UNSET_KEY",
     }
-
-    def route(upstream: str, model: str) -> dict[str, Any]:
-        return {"variants": [{"name": "v", "upstream": upstream, "model": model}]}
-
-    config["routes"].update(
-        {
-            "err429": route("fake", "ft-error-429"),
-            "err500": route("fake", "ft-error-500"),
-            "err400": route("fake", "ft-error-400"),
-            "cut": route("fake", "ft-stream-cut"),
-            "stall": route("impatient", "ft-stall"),
-            "stream-stall": route("impatient", "ft-stream-stall"),
-            "badjson": route("fake", "ft-bad-json"),
-            "dead": route("dead", "x"),
-            "keyless": route("keyless", "x"),
-        }
+    config = fault_config(
+        fake_upstream.url,
+        upstreams={
+            "impatient": {"idle_timeout_s": 0.3},
+            "dead": refusing_upstream(),
+            "keyless": keyless,
+        },
+        routes={
+            "err429": ("fake", "ft-error-429"),
+            "err500": ("fake", "ft-error-500"),
+            "err400": ("fake", "ft-error-400"),
+            "cut": ("fake", "ft-stream-cut"),
+            "stall": ("impatient", "ft-stall"),
+            "stream-stall": ("impatient", "ft-stream-stall"),
+            "badjson": ("fake", "ft-bad-json"),
+            "dead": ("dead", "x"),
+            "keyless": ("keyless", "x"),
+        },
     )
     return await start_proxy(config)
 

@@ -13,7 +13,7 @@ import pytest
 
 from proxy.eval.cases import ExpectedCall, read_cases
 from proxy.training.reader import TrainingFileError
-from tests.conftest import POLICIES, REPO
+from tests.support.configs import POLICIES, REPO
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
 

@@ -24,7 +24,7 @@ from proxy.eval.runner import EvalSettings, Outcome
 from proxy.eval.session import evaluate
 from proxy.eval.stats import PairedCounts, paired_difference_interval, wilson_interval
 from proxy.server import bound_port, start_site
-from tests.conftest import POLICIES, REPO
+from tests.support.configs import POLICIES, REPO
 
 TOOLS = [
     {

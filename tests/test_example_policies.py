@@ -174,7 +174,9 @@ def test_the_support_tools_exercise_the_schema_features_a_rewrite_must_handle() 
 def test_the_support_tool_schemas_are_valid_json_schema() -> None:
     import jsonschema
 
-    for tool in support_tools():
+    tools = support_tools()
+    assert tools
+    for tool in tools:
         jsonschema.Draft202012Validator.check_schema(tool["function"]["parameters"])
 
 

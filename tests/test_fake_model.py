@@ -495,6 +495,7 @@ def test_tool_call_ids_and_names_only_in_first_delta_of_each_index() -> None:
             if not first:
                 fragments_per_index[index] = fragments_per_index.get(index, 0) + 1
     assert seen == {0, 1}
+    assert set(fragments_per_index) == seen  # each call goes on past its first delta
     assert all(count >= 2 for count in fragments_per_index.values())
 
 

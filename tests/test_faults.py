@@ -11,95 +11,28 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
-import threading
-import time
-import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import openai
 import pytest
-import yaml
-from aiohttp import web
-from multidict import CIMultiDict
-from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.fake.model import HUGE_MB, Behavior, parse_behavior
-from proxy.fake.server import LEAKY_HEADERS, build_mock_app
-from proxy.server import bound_port, start_site
+from proxy.fake.server import LEAKY_HEADERS
 from proxy.state import STATE
-from tests.conftest import (
-    CLIENT_KEY,
-    UPSTREAM_KEY,
-    Blackhole,
-    FakeUpstream,
-    RunningProxy,
-    StartProxy,
-    basic_config,
-    closed_port,
-    eventually,
-    open_connections,
-)
+from tests.support.configs import FAULT_ROUTES, fault_config, fault_matrix_config
+from tests.support.http import GOOD, MESSAGES, Outcome, data_events, exchange
+from tests.support.keys import CLIENT_KEY, KEY_TAIL, UPSTREAM_KEY
+from tests.support.metrics import Samples, samples_of, scrape, total
 from tests.support.pool import pool_counts
+from tests.support.processes import Live, back_at_rest, live_process
+from tests.support.servers import Blackhole, FakeUpstream, RunningProxy, StartProxy
+from tests.support.waiting import eventually
 
-MESSAGES = [{"role": "user", "content": "Hello"}]
-GOOD = {"model": "chat", "messages": MESSAGES}
 HUGE_BYTES = HUGE_MB * 1024 * 1024
-KEY_TAIL = UPSTREAM_KEY[-4:]  # what OpenAI's 401 (and the fake's) shows of a refused key
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-# route -> (upstream, model): the model's words steer the fake upstream.
-FAULT_ROUTES = {
-    "dead": ("dead", "m"),
-    "blackhole": ("blackhole", "m"),
-    "reset": ("fake", "ft-reset"),
-    "cut": ("fake", "ft-stream-cut"),
-    "stall": ("impatient", "ft-stall"),
-    "stream-stall": ("impatient", "ft-stream-stall"),
-    "slow": ("hasty", "ft-slow-150"),  # about 1.6 s of events, against 0.6 s
-    "bad-json": ("fake", "ft-bad-json"),
-    "malformed-json": ("fake", "ft-malformed-json"),
-    "stream-error": ("fake", "ft-stream-error"),
-    "huge": ("fake", "ft-huge"),
-    "err401": ("fake", "ft-error-401"),
-    "err429": ("fake", "ft-error-429"),
-    "err500": ("fake", "ft-error-500"),
-    "err502": ("fake", "ft-error-502"),
-    "err503": ("fake", "ft-error-503"),
-}
-
-
-def fault_config(upstream_url: str, blackhole_port: int) -> dict[str, Any]:
-    """The route `chat`, and one route per fault on upstreams with short timeouts."""
-    config = basic_config(upstream_url)
-    # Every scrape renders anew: a test reads the counts before and after one request.
-    config["server"] = {"metrics_cache_s": 0}
-    fake = config["upstreams"]["fake"]
-    config["upstreams"].update(
-        {
-            "impatient": {**fake, "idle_timeout_s": 0.3},  # first byte and between chunks
-            "hasty": {**fake, "timeout_s": 0.6},  # the whole exchange
-            "dead": {"kind": "compatible", "base_url": f"http://127.0.0.1:{closed_port()}/v1"},
-            "blackhole": {
-                "kind": "compatible",
-                "base_url": f"http://127.0.0.1:{blackhole_port}/v1",
-                "connect_timeout_s": 0.3,
-            },
-        }
-    )
-    for route, (upstream, model) in FAULT_ROUTES.items():
-        config["routes"][route] = {
-            "variants": [{"name": "v", "upstream": upstream, "model": model}]
-        }
-    return config
 
 
 @dataclass(frozen=True)
@@ -164,29 +97,6 @@ FAULT_IDS = [fault.id for fault in FAULTS]
 # ----------------------------------------------------------------------------- the exchange
 
 
-@dataclass(frozen=True)
-class Outcome:
-    status: int
-    headers: CIMultiDict[str]
-    body: bytes
-
-
-async def exchange(url: str, body: dict[str, Any], request_id: str | None = None) -> Outcome:
-    """One request on a connection of its own, read to the end and closed."""
-    headers = {"Authorization": f"Bearer {CLIENT_KEY}"}
-    if request_id is not None:
-        headers["x-request-id"] = request_id
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(f"{url}/v1/chat/completions", json=body, headers=headers) as response,
-    ):
-        return Outcome(response.status, response.headers.copy(), await response.read())
-
-
-def data_events(raw: bytes) -> list[bytes]:
-    return [event[6:] for event in raw.split(b"\n\n") if event.startswith(b"data: ")]
-
-
 def check_answer(fault: Fault, outcome: Outcome) -> None:
     """The client got OpenAI's error (or a final SSE error event), or the whole answer."""
     assert outcome.status == fault.status, outcome.body[:300]
@@ -207,8 +117,7 @@ def check_answer(fault: Fault, outcome: Outcome) -> None:
         return
     assert set(error) >= {"message", "type", "param", "code"}
     assert error["message"]
-    if fault.code is not None:
-        assert error["code"] == fault.code
+    assert error["code"] == fault.code  # None: the upstream's own null code, passed on
 
 
 def check_whole_answer(fault: Fault, raw: bytes) -> None:
@@ -223,19 +132,6 @@ def check_whole_answer(fault: Fault, raw: bytes) -> None:
 
 
 # ----------------------------------------------------------------------------- the counts
-
-
-def parse_samples(text: str) -> Samples:
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return samples
-
-
-def total(samples: Samples, name: str, **labels: str) -> float:
-    wanted = set(labels.items())
-    return sum(v for (n, ls), v in samples.items() if n == name and wanted <= ls)
 
 
 def check_counted(fault: Fault, before: Samples, after: Samples) -> None:
@@ -253,10 +149,6 @@ def check_counted(fault: Fault, before: Samples, after: Samples) -> None:
 
 
 # ----------------------------------------------------------------------------- in process
-
-
-def samples_of(proxy: RunningProxy) -> Samples:
-    return parse_samples(proxy.app[STATE].metrics.render()[0].decode())
 
 
 async def at_rest(proxy: RunningProxy, upstream: FakeUpstream) -> None:
@@ -280,7 +172,7 @@ async def at_rest(proxy: RunningProxy, upstream: FakeUpstream) -> None:
 async def faulty(
     fake_upstream: FakeUpstream, start_proxy: StartProxy, blackhole: Blackhole
 ) -> RunningProxy:
-    return await start_proxy(fault_config(fake_upstream.url, blackhole.port))
+    return await start_proxy(fault_matrix_config(fake_upstream.url, blackhole.port))
 
 
 @pytest.mark.parametrize("fault", FAULTS, ids=FAULT_IDS)
@@ -348,202 +240,11 @@ async def test_a_stall_after_the_headers_of_a_json_answer(fake_upstream: FakeUps
 # ----------------------------------------------------------------------------- the real process
 
 
-class ThreadedUpstream:
-    """The fake upstream on an event loop of its own, in a thread, so that it outlives each
-    test's event loop. Every answer closes its connection, so that the proxy pools none and
-    its count of open file descriptors at rest is exact."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.runner: web.AppRunner | None = None
-        self.url = ""
-        started = threading.Event()
-        self.thread = threading.Thread(target=self._serve, args=(started,), daemon=True)
-        self.thread.start()
-        if not started.wait(10):
-            raise RuntimeError("the fake upstream did not start")
-
-    def _serve(self, started: threading.Event) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self._start())
-        started.set()
-        self.loop.run_forever()
-
-    async def _start(self) -> None:
-        app = build_mock_app()
-        app.on_response_prepare.append(_close_after_answer)
-        self.runner = await start_site(app, "127.0.0.1", 0)
-        self.url = f"http://127.0.0.1:{bound_port(self.runner)}"
-
-    @property
-    def open_connections(self) -> int:
-        return open_connections(self.runner)
-
-    def stop(self) -> None:
-        if self.runner is not None:
-            asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-
-async def _close_after_answer(request: web.Request, response: web.StreamResponse) -> None:
-    # The header too: without it the proxy pools the connection, and its next request can
-    # race the close (aiohttp's force_close alone does not say so to the client).
-    response.headers["Connection"] = "close"
-    response.force_close()
-
-
-@dataclass
-class LiveProxy:
-    """`python -m proxy serve` in a subprocess; a thread collects its JSON log lines."""
-
-    proc: subprocess.Popen[bytes]
-    url: str = ""
-    lines: list[dict[str, Any]] = field(default_factory=list)
-    reader: threading.Thread | None = None
-
-    @classmethod
-    def start(cls, config_path: Path, env: dict[str, str]) -> LiveProxy:
-        command = [sys.executable, "-m", "proxy", "serve", "-c", str(config_path), "--port", "0"]
-        proc = subprocess.Popen(command, stderr=subprocess.PIPE, env=env)
-        live = cls(proc)
-        live.reader = threading.Thread(target=live._collect, daemon=True)
-        live.reader.start()
-        listening = live.wait_line(lambda line: line.get("event") == "listening")
-        live.url = f"http://127.0.0.1:{listening['port']}"
-        return live
-
-    def _collect(self) -> None:
-        assert self.proc.stderr is not None
-        for raw in self.proc.stderr:
-            try:
-                self.lines.append(json.loads(raw))
-            except json.JSONDecodeError:
-                self.lines.append({"event": "not json", "text": raw.decode(errors="replace")})
-
-    def wait_line(self, wanted: Any, timeout_s: float = 20.0) -> dict[str, Any]:
-        """The first log line `wanted` accepts (polled, from a sync fixture)."""
-        for _ in range(int(timeout_s / 0.01)):
-            found = next((line for line in self.lines if wanted(line)), None)
-            if found is not None:
-                return found
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.01)
-        raise AssertionError(f"no such log line; the process said: {self.lines[-5:]}")
-
-    async def request_line(self, request_id: str) -> dict[str, Any]:
-        def find() -> dict[str, Any] | None:
-            return next(
-                (
-                    line
-                    for line in self.lines
-                    if line.get("event") == "request" and line.get("request_id") == request_id
-                ),
-                None,
-            )
-
-        await eventually(lambda: find() is not None, f"a log line for {request_id}")
-        line = find()
-        assert line is not None
-        return line
-
-    def fd_count(self) -> int:
-        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
-
-    def rss_bytes(self) -> int:
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        kilobytes = next(line.split()[1] for line in status.splitlines() if line[:6] == "VmRSS:")
-        return int(kilobytes) * 1024
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait(10)
-        if self.reader is not None:
-            self.reader.join(10)  # it ends at the pipe's end of file
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
-
-
-@dataclass
-class Live:
-    proxy: LiveProxy
-    upstream: ThreadedUpstream
-    resting_fds: int = 0
-
-
-def process_env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "TUNED_PROXY_TEST_KEYS": CLIENT_KEY,
-        "TUNED_PROXY_TEST_UPSTREAM_KEY": UPSTREAM_KEY,
-    }
-
-
-async def scrape(url: str) -> Samples:
-    async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as response:
-        assert response.status == 200
-        return parse_samples(await response.text())
-
-
-@contextmanager
-def live_process(
-    folder: Path, edit: Callable[[dict[str, Any]], None] | None = None
-) -> Iterator[Live]:
-    """A proxy process on the fault config (changed by `edit`), the fake upstream, a blackhole."""
-    upstream = ThreadedUpstream()
-    hole = Blackhole()
-    config = fault_config(upstream.url, hole.port)
-    if edit is not None:
-        edit(config)
-    path = folder / "tuned-proxy.yaml"
-    path.write_text(yaml.safe_dump(config))
-    proxy = LiveProxy.start(path, process_env())
-    try:
-        yield Live(proxy, upstream, resting_fds=resting_fds(proxy, upstream))
-    finally:
-        proxy.stop()
-        hole.close()
-        upstream.stop()
-
-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     """One proxy process for the whole matrix."""
     with live_process(tmp_path_factory.mktemp("faults")) as running:
         yield running
-
-
-def resting_fds(proxy: LiveProxy, upstream: ThreadedUpstream) -> int:
-    """The process's descriptors at rest after a first request: the fewest seen over 0.3 s.
-
-    Synchronous (urllib): a module-scoped fixture runs outside every test's event loop.
-    """
-    request = urllib.request.Request(
-        f"{proxy.url}/v1/chat/completions",
-        data=json.dumps(GOOD).encode(),
-        headers={"Authorization": f"Bearer {CLIENT_KEY}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        assert response.status == 200
-    counts = []
-    for _ in range(30):
-        counts.append(proxy.fd_count())
-        time.sleep(0.01)
-    assert upstream.open_connections == 0
-    return min(counts)
-
-
-async def back_at_rest(live: Live) -> None:
-    """No connection to the upstream is left, and no descriptor more than at rest."""
-    await eventually(
-        lambda: live.upstream.open_connections == 0, "no connection to the upstream is left"
-    )
-    await eventually(
-        lambda: live.proxy.fd_count() <= live.resting_fds,
-        f"the process is back to {live.resting_fds} open descriptors",
-    )
 
 
 @pytest.fixture
@@ -602,11 +303,12 @@ async def test_upstream_headers_outside_the_safe_list_never_reach_the_client(
     fake_upstream: FakeUpstream, start_proxy: StartProxy, stream: bool
 ) -> None:
     # By host name: a cookie jar would keep cookies from a name, not from an IP address.
-    config = basic_config(fake_upstream.url.replace("127.0.0.1", "localhost"))
-    config["routes"]["leaky"] = {
-        "variants": [{"name": "v", "upstream": "fake", "model": "ft-leaky-headers"}]
-    }
-    proxy = await start_proxy(config)
+    proxy = await start_proxy(
+        fault_config(
+            fake_upstream.url.replace("127.0.0.1", "localhost"),
+            routes={"leaky": ("fake", "ft-leaky-headers")},
+        )
+    )
     outcome = await exchange(proxy.url, {"model": "leaky", "messages": MESSAGES, "stream": stream})
     assert outcome.status == 200
     assert fake_upstream.last.body["model"] == "ft-leaky-headers"

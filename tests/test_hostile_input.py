@@ -15,11 +15,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import CLIENT_KEY, FakeUpstream, RunningProxy, StartProxy, basic_config
-from tests.test_client_faults import CHAT, raw_exchange, request_head
-from tests.test_faults import MESSAGES, samples_of, total
-
-AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
+from tests.support.configs import basic_config
+from tests.support.http import CHAT, MESSAGES, raw_exchange, request_head
+from tests.support.keys import AUTH, CLIENT_KEY
+from tests.support.metrics import samples_of, total
+from tests.support.servers import FakeUpstream, RunningProxy, StartProxy
 
 
 @pytest.fixture

@@ -7,9 +7,6 @@ import json
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,82 +14,25 @@ import aiohttp
 import pytest
 import yaml
 
+from tests.support.configs import mock_config
+from tests.support.http import MESSAGES
+from tests.support.processes import read_until, serving
+
 pytestmark = pytest.mark.slow
-MESSAGES = [{"role": "user", "content": "Hello"}]
-
-
-def config(model: str) -> dict[str, Any]:
-    return {
-        "upstreams": {"local": {"kind": "mock"}},
-        "routes": {"chat": {"variants": [{"name": "v", "upstream": "local", "model": model}]}},
-    }
-
-
-@dataclass
-class Process:
-    proc: asyncio.subprocess.Process
-    url: str
-    lines: list[dict[str, Any]]
-
-    async def answered_model(self, session: aiohttp.ClientSession) -> str:
-        async with session.post(
-            f"{self.url}/v1/chat/completions", json={"model": "chat", "messages": MESSAGES}
-        ) as response:
-            assert response.status == 200
-            return str((await response.json())["model"])
-
-
-async def read_until(
-    proc: asyncio.subprocess.Process, lines: list[dict[str, Any]], event: str
-) -> dict[str, Any]:
-    assert proc.stderr is not None
-    async with asyncio.timeout(20):
-        while True:
-            raw = await proc.stderr.readline()
-            if not raw:
-                raise AssertionError(f"process ended before {event!r}: {lines}")
-            line = json.loads(raw)
-            lines.append(line)
-            if line.get("event") == event:
-                return line
-
-
-@asynccontextmanager
-async def serving(config_path: Path, *flags: str) -> AsyncIterator[Process]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "proxy",
-        "serve",
-        "-c",
-        str(config_path),
-        "--port",
-        "0",
-        *flags,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    lines: list[dict[str, Any]] = []
-    try:
-        listening = await read_until(proc, lines, "listening")
-        yield Process(proc, f"http://127.0.0.1:{listening['port']}", lines)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
 
 
 async def test_sighup_reloads_and_a_broken_config_changes_nothing(tmp_path: Path) -> None:
     path = tmp_path / "tuned-proxy.yaml"
-    path.write_text(yaml.safe_dump(config("model-one")))
+    path.write_text(yaml.safe_dump(mock_config("model-one")))
     async with serving(path) as server, aiohttp.ClientSession() as session:
         assert await server.answered_model(session) == "model-one"
 
-        path.write_text(yaml.safe_dump(config("model-two")))
+        path.write_text(yaml.safe_dump(mock_config("model-two")))
         server.proc.send_signal(signal.SIGHUP)
         await read_until(server.proc, server.lines, "config reloaded")
         assert await server.answered_model(session) == "model-two"
 
-        broken = config("model-three")
+        broken = mock_config("model-three")
         broken["routes"]["chat"]["variants"][0]["upstream"] = "nowhere"
         path.write_text(yaml.safe_dump(broken))
         server.proc.send_signal(signal.SIGHUP)
@@ -109,10 +49,10 @@ async def test_sighup_reloads_and_a_broken_config_changes_nothing(tmp_path: Path
 
 async def test_watch_reloads_on_file_change(tmp_path: Path) -> None:
     path = tmp_path / "tuned-proxy.yaml"
-    path.write_text(yaml.safe_dump(config("model-one")))
+    path.write_text(yaml.safe_dump(mock_config("model-one")))
     async with serving(path, "--watch") as server, aiohttp.ClientSession() as session:
         assert await server.answered_model(session) == "model-one"
-        path.write_text(yaml.safe_dump(config("model-changed")))
+        path.write_text(yaml.safe_dump(mock_config("model-changed")))
         await read_until(server.proc, server.lines, "config reloaded")
         assert await server.answered_model(session) == "model-changed"
 
@@ -131,7 +71,7 @@ async def until_refused(url: str) -> None:
 
 async def test_sigterm_lets_a_stream_in_flight_finish_then_exits_0(tmp_path: Path) -> None:
     path = tmp_path / "tuned-proxy.yaml"
-    path.write_text(yaml.safe_dump(config("ft-slow-150")))
+    path.write_text(yaml.safe_dump(mock_config("ft-slow-150")))
     async with serving(path, "--drain-timeout", "20") as server, aiohttp.ClientSession() as session:
         async with session.post(
             f"{server.url}/v1/chat/completions",
@@ -151,14 +91,14 @@ async def test_sigterm_lets_a_stream_in_flight_finish_then_exits_0(tmp_path: Pat
 
 async def test_a_request_in_flight_finishes_on_the_config_it_started_with(tmp_path: Path) -> None:
     path = tmp_path / "tuned-proxy.yaml"
-    path.write_text(yaml.safe_dump(config("ft-slow-100")))
+    path.write_text(yaml.safe_dump(mock_config("ft-slow-100")))
     async with serving(path) as server, aiohttp.ClientSession() as session:
         async with session.post(
             f"{server.url}/v1/chat/completions",
             json={"model": "chat", "messages": MESSAGES, "stream": True},
         ) as response:
             first = await response.content.readuntil(b"\n\n")
-            path.write_text(yaml.safe_dump(config("model-new")))
+            path.write_text(yaml.safe_dump(mock_config("model-new")))
             server.proc.send_signal(signal.SIGHUP)
             await read_until(server.proc, server.lines, "config reloaded")
             assert await server.answered_model(session) == "model-new"
@@ -176,7 +116,7 @@ async def test_a_request_in_flight_finishes_on_the_config_it_started_with(tmp_pa
 async def test_serve_runs_on_the_configured_event_loop(
     tmp_path: Path, choice: str | None, loop: str
 ) -> None:
-    settings = config("model-one")
+    settings = mock_config("model-one")
     if choice is not None:
         settings["server"] = {"event_loop": choice}
     path = tmp_path / "tuned-proxy.yaml"
@@ -192,7 +132,7 @@ async def test_serve_runs_on_the_configured_event_loop(
 
 def test_uvloop_asked_for_but_not_installed_is_a_start_up_error(tmp_path: Path) -> None:
     path = tmp_path / "tuned-proxy.yaml"
-    path.write_text(yaml.safe_dump({**config("m"), "server": {"event_loop": "uvloop"}}))
+    path.write_text(yaml.safe_dump({**mock_config("m"), "server": {"event_loop": "uvloop"}}))
     # A Python where `import uvloop` fails, as on a platform uvloop does not support.
     script = (
         "import sys; sys.modules['uvloop'] = None; from proxy.cli import main; "
@@ -211,7 +151,7 @@ KEY = "sk-lifecycle-key"
 
 
 def keyed(model: str, keys_env: str) -> dict[str, Any]:
-    return {**config(model), "client_keys_env": keys_env}
+    return {**mock_config(model), "client_keys_env": keys_env}
 
 
 async def status_of(session: aiohttp.ClientSession, url: str, key: str | None) -> int:
@@ -262,10 +202,12 @@ async def test_a_reload_without_keys_is_taken_where_start_allows_it_and_warned(
         serving(path, "--host", "0.0.0.0", "--allow-unauthenticated") as server,
         aiohttp.ClientSession() as session,
     ):
-        assert not any(line["level"] == "warning" for line in server.lines)
         path.write_text(yaml.safe_dump(keyed("m", "LIFECYCLE_EMPTY")))
         server.proc.send_signal(signal.SIGHUP)
         await read_until(server.proc, server.lines, "config reloaded")
+        # Every line up to the reload, the start-up warning's place (just after "listening")
+        # included: started with keys, the process warned of nothing.
+        assert [line for line in server.lines if line["level"] == "warning"] == []
         warning = await read_until(
             server.proc,
             server.lines,
@@ -290,7 +232,7 @@ async def test_serve_without_client_auth_says_so(
     value: str | None,
     said: str,
 ) -> None:
-    settings = config("m") if keys_env is None else keyed("m", keys_env)
+    settings = mock_config("m") if keys_env is None else keyed("m", keys_env)
     if keys_env is not None and value is None:
         monkeypatch.delenv(keys_env, raising=False)
     elif keys_env is not None and value is not None:
@@ -308,7 +250,7 @@ async def test_serve_without_client_auth_says_so(
 
 
 async def test_metrics_on_a_listener_of_their_own(tmp_path: Path) -> None:
-    settings = {**config("m"), "server": {"metrics_port": 0}}
+    settings = {**mock_config("m"), "server": {"metrics_port": 0}}
     path = tmp_path / "tuned-proxy.yaml"
     path.write_text(yaml.safe_dump(settings))
     async with serving(path) as server, aiohttp.ClientSession() as session:

@@ -7,49 +7,30 @@ import asyncio
 import io
 import json
 from collections.abc import Iterator
-from typing import Any
 
 import aiohttp
 import pytest
 
 from proxy.state import STATE
-from tests.conftest import (
-    CLIENT_KEY,
-    Blackhole,
-    FakeUpstream,
-    RunningProxy,
-    StartProxy,
-    basic_config,
-    eventually,
-)
+from tests.support.configs import basic_config, blackholed_upstream, fault_config
+from tests.support.http import GOOD, MESSAGES, data_events, exchange
+from tests.support.keys import AUTH, CLIENT_KEY
+from tests.support.metrics import samples_of, scrape, total
 from tests.support.pool import pool_counts
-from tests.test_faults import (
-    MESSAGES,
-    Live,
-    data_events,
-    exchange,
-    live_process,
-    samples_of,
-    scrape,
-    total,
-)
-
-AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
-GOOD = {"model": "chat", "messages": MESSAGES}
-
-
-def route(upstream: str, model: str) -> dict[str, Any]:
-    return {"variants": [{"name": "v", "upstream": upstream, "model": model}]}
-
+from tests.support.processes import Live, live_process
+from tests.support.servers import Blackhole, FakeUpstream, RunningProxy, StartProxy
+from tests.support.waiting import eventually
 
 # ----------------------------------------------------------------------------- in flight
 
 
 @pytest.fixture
 async def capped(fake_upstream: FakeUpstream, start_proxy: StartProxy) -> RunningProxy:
-    config = basic_config(fake_upstream.url)
-    config["server"] = {"max_in_flight": 2}
-    config["routes"]["held"] = route("fake", "ft-stream-stall-30000")  # 30 s mid-stream
+    config = fault_config(
+        fake_upstream.url,
+        server={"max_in_flight": 2},
+        routes={"held": ("fake", "ft-stream-stall-30000")},  # 30 s mid-stream
+    )
     return await start_proxy(config)
 
 
@@ -153,31 +134,24 @@ async def timed(
     fake_upstream: FakeUpstream, start_proxy: StartProxy, blackhole: Blackhole
 ) -> RunningProxy:
     """Pairs of upstreams on the same fake, one timeout apart."""
-    config = basic_config(fake_upstream.url)
-    fake = config["upstreams"]["fake"]
-    config["upstreams"].update(
-        {
-            "quick": {**fake, "idle_timeout_s": 0.2},
-            "patient": {**fake, "idle_timeout_s": 5},
-            "brief": {**fake, "timeout_s": 0.5},
-            "long": {**fake, "timeout_s": 10},
-            "hole": {
-                "kind": "compatible",
-                "base_url": f"http://127.0.0.1:{blackhole.port}/v1",
-                "connect_timeout_s": 0.2,
-                "idle_timeout_s": 10,
-                "timeout_s": 20,
-            },
-        }
-    )
-    config["routes"].update(
-        {
-            "quick-stall": route("quick", "ft-stall-600"),  # 0.6 s before the status line
-            "patient-stall": route("patient", "ft-stall-600"),
-            "brief-slow": route("brief", "ft-slow-100"),  # a chunk every 100 ms, about 1.1 s
-            "long-slow": route("long", "ft-slow-100"),
-            "hole": route("hole", "m"),
-        }
+    config = fault_config(
+        fake_upstream.url,
+        upstreams={
+            "quick": {"idle_timeout_s": 0.2},
+            "patient": {"idle_timeout_s": 5},
+            "brief": {"timeout_s": 0.5},
+            "long": {"timeout_s": 10},
+            "hole": blackholed_upstream(
+                blackhole.port, connect_timeout_s=0.2, idle_timeout_s=10, timeout_s=20
+            ),
+        },
+        routes={
+            "quick-stall": ("quick", "ft-stall-600"),  # 0.6 s before the status line
+            "patient-stall": ("patient", "ft-stall-600"),
+            "brief-slow": ("brief", "ft-slow-100"),  # a chunk every 100 ms, about 1.1 s
+            "long-slow": ("long", "ft-slow-100"),
+            "hole": ("hole", "m"),
+        },
     )
     return await start_proxy(config)
 

@@ -29,8 +29,9 @@ from proxy.logs import (
     spread_fields,
 )
 from proxy.logs import _AfterBufferedLines as AfterBufferedLines
-from tests.conftest import eventually
-from tests.test_lifecycle import config, serving
+from tests.support.configs import mock_config
+from tests.support.processes import serving
+from tests.support.waiting import eventually
 
 
 class CountedWrites(io.BytesIO):
@@ -120,7 +121,7 @@ def test_fields_passed_as_one_dict_make_the_same_line_as_keywords() -> None:
 @pytest.mark.slow
 async def test_the_lines_waiting_are_written_when_the_proxy_stops(tmp_path: Path) -> None:
     path = tmp_path / "tuned-proxy.yaml"
-    path.write_text(yaml.safe_dump(config("model-one")))
+    path.write_text(yaml.safe_dump(mock_config("model-one")))
     async with serving(path) as server, aiohttp.ClientSession() as session:
         for _ in range(5):
             await server.answered_model(session)

@@ -3,33 +3,21 @@
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
-from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.metrics import Metrics
 from proxy.record import Attempt, RequestRecord
 from proxy.rewrite import Change
-
-ROUTE = "support-agent"
-VARIANT = "ft-slim"
-AT_VARIANT = {"route": ROUTE, "variant": VARIANT}
-TRAINED = frozenset({"lookup_order", "refund_order"})
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+from tests.support.metrics import Samples, parse_samples
+from tests.support.records import AT_VARIANT, ROUTE, VARIANT, full_record, routed_record
 
 
 def scrape(metrics: Metrics) -> Samples:
     """Every sample `GET /metrics` would serve, keyed by sample name and label set."""
-    body, _ = metrics.render()
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(body.decode())
-        for sample in family.samples
-    }
+    return parse_samples(metrics.render()[0].decode())
 
 
 def value(samples: Samples, name: str, **labels: str) -> float | None:
@@ -39,43 +27,6 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
 def names_with(samples: Samples, name: str) -> list[dict[str, str]]:
     """The label sets of every sample called `name` (without the prefix)."""
     return [dict(labels) for sample, labels in samples if sample == f"tuned_proxy_{name}"]
-
-
-def routed_record(**fields: Any) -> RequestRecord:
-    """A request that reached the variant and got a 200; `fields` override."""
-    record = RequestRecord(
-        request_id="req_test",
-        path="/v1/chat/completions",
-        route=ROUTE,
-        variant=VARIANT,
-        upstream="azure-east",
-        status=200,
-        attempts=[Attempt(target=VARIANT, upstream="azure-east", status=200)],
-        upstream_seconds=1.5,
-        policy_functions=TRAINED,
-    )
-    return replace(record, **fields)
-
-
-def full_record() -> RequestRecord:
-    """A streamed request that used every part of the record (also used by the dashboard test)."""
-    return routed_record(
-        stream=True,
-        first_byte_seconds=0.25,
-        usage={
-            "prompt_tokens": 120,
-            "completion_tokens": 30,
-            "prompt_tokens_details": {"cached_tokens": 64},
-        },
-        finish_reasons=["tool_calls"],
-        tool_calls=["lookup_order"],
-        argument_errors=[("lookup_order", "schema")],
-        changes=[Change("tools_identical"), Change("tool_slimmed", "lookup_order", 300)],
-        attempts=[
-            Attempt(target=VARIANT, upstream="azure-east", status=503, reason="status_5xx"),
-            Attempt(target="fallback-1", upstream="openai", status=200),
-        ],
-    )
 
 
 def test_a_request_counts_its_status_and_durations() -> None:

@@ -4,26 +4,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.outgoing import outgoing_request
 from proxy.state import STATE
-from tests.conftest import (
-    CLIENT_KEY,
-    FakeUpstream,
-    RunningProxy,
-    StartProxy,
-    basic_config,
-    eventually,
-    fake_variant,
-)
+from tests.support.configs import REPO, basic_config, fake_variant, fault_config
+from tests.support.keys import CLIENT_KEY
+from tests.support.metrics import Samples, known, scrape, total
+from tests.support.servers import FakeUpstream, RunningProxy, StartProxy
+from tests.support.waiting import eventually
 
-REPO = Path(__file__).resolve().parent.parent
 SUPPORT_TOOLS = json.loads((REPO / "policies" / "support.tools.json").read_text())
 LOOKUP = [{"role": "user", "content": "Can you look up the status of my order ORD-842131?"}]
 UNTRAINED_TOOL = {
@@ -36,44 +29,32 @@ UNTRAINED_TOOL = {
 }
 
 
-async def scrape(proxy: RunningProxy) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """Every sample of `/metrics` as {(name, labels): value}; no key needed."""
-    async with aiohttp.ClientSession() as session, session.get(f"{proxy.url}/metrics") as response:
-        assert response.status == 200
-        text = await response.text()
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return samples
-
-
-def value(samples: dict[Any, float], name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
-
-
-def total(samples: dict[Any, float], name: str, **labels: str) -> float:
-    """Sum over every series of `name` whose labels include `labels`."""
-    wanted = set(labels.items())
-    return sum(v for (n, ls), v in samples.items() if n == name and wanted <= ls)
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """The sample of `name` with exactly `labels`; 0 where there is none (yet)."""
+    return samples.get((known(name), frozenset(labels.items())), 0.0)
 
 
 @pytest.fixture
 async def measured(fake_upstream: FakeUpstream, start_proxy: StartProxy) -> RunningProxy:
-    config = basic_config(fake_upstream.url, allow_variant_override=True)
-    config["routes"]["chat"]["variants"] = [
-        fake_variant("full", "m-full", policy="support-full"),
-        fake_variant("slim", "m-slim", 0, policy="support-slim"),
-    ]
-    config["routes"]["broken-args"] = {
+    chat = {
+        "variants": [
+            fake_variant("full", "m-full", policy="support-full"),
+            fake_variant("slim", "m-slim", 0, policy="support-slim"),
+        ],
+        "allow_variant_override": True,
+    }
+    broken_args = {
         "variants": [
             {"name": "v", "upstream": "fake", "model": "ft-invalid-args", "policy": "support-full"}
         ]
     }
-    config["routes"]["flaky"] = {
+    flaky = {
         "variants": [{"name": "v", "upstream": "fake", "model": "ft-error-503"}],
         "fallback": [{"upstream": "fake", "model": "m-backup"}],
     }
+    config = fault_config(
+        fake_upstream.url, routes={"chat": chat, "broken-args": broken_args, "flaky": flaky}
+    )
     return await start_proxy(config)
 
 
@@ -97,7 +78,7 @@ async def test_counts_match_the_traffic_exactly(measured: RunningProxy) -> None:
     answers = await post_all(measured, [body] * 3)
     prompt = sum(json.loads(a)["usage"]["prompt_tokens"] for a in answers)
     completion = sum(json.loads(a)["usage"]["completion_tokens"] for a in answers)
-    m = await scrape(measured)
+    m = await scrape(measured.url)
     series = {"route": "chat", "variant": "full"}
     assert value(m, "tuned_proxy_requests_total", code="200", **series) == 3
     assert value(m, "tuned_proxy_tokens_total", kind="prompt", **series) == prompt
@@ -127,7 +108,7 @@ async def test_schema_bytes_removed_equal_the_rewrite_report(measured: RunningPr
     assert slim is not None
     expected = 2 * outgoing_request(slim, body).tool_bytes_removed
     assert expected > 0
-    m = await scrape(measured)
+    m = await scrape(measured.url)
     assert (
         value(m, "tuned_proxy_tool_schema_bytes_removed_total", route="chat", variant="slim")
         == expected
@@ -149,7 +130,7 @@ async def test_streams_count_usage_and_first_token(
     (raw,) = await post_all(measured, [body])
     usage_events = [e for e in raw.split(b"\n\n") if b'"choices":[]' in e]
     assert len(usage_events) == (1 if client_asks_usage else 0)
-    m = await scrape(measured)
+    m = await scrape(measured.url)
     series = {"route": "chat", "variant": "full"}
     assert value(m, "tuned_proxy_tokens_total", kind="prompt", **series) > 0
     assert value(m, "tuned_proxy_time_to_first_token_seconds_count", **series) == 1
@@ -164,7 +145,7 @@ async def test_arguments_that_break_the_full_schema_are_counted(
     body = {"model": "broken-args", "messages": LOOKUP, "tools": SUPPORT_TOOLS, "stream": stream}
     (raw,) = await post_all(measured, [body])
     assert b"lookup_order" in raw  # the answer reached the client unchanged
-    m = await scrape(measured)
+    m = await scrape(measured.url)
     errors = value(
         m,
         "tuned_proxy_tool_argument_errors_total",
@@ -187,7 +168,7 @@ async def test_function_outside_the_training_set_is_other(measured: RunningProxy
         json.loads(raw)["choices"][0]["message"]["tool_calls"][0]["function"]["name"]
         == "play_music"
     )
-    m = await scrape(measured)
+    m = await scrape(measured.url)
     assert (
         value(m, "tuned_proxy_tool_calls_total", route="chat", variant="full", function="other")
         == 1
@@ -198,7 +179,7 @@ async def test_function_outside_the_training_set_is_other(measured: RunningProxy
 async def test_fallback_and_upstream_errors_are_counted(measured: RunningProxy) -> None:
     answers = await post_all(measured, [{"model": "flaky", "messages": LOOKUP}] * 2)
     assert all(json.loads(a)["model"] == "m-backup" for a in answers)
-    m = await scrape(measured)
+    m = await scrape(measured.url)
     assert value(m, "tuned_proxy_fallbacks_total", route="flaky", reason="status_5xx") == 2
     assert value(m, "tuned_proxy_upstream_errors_total", upstream="fake", reason="status_5xx") == 2
     assert (
@@ -208,7 +189,7 @@ async def test_fallback_and_upstream_errors_are_counted(measured: RunningProxy) 
 
 async def test_unknown_models_are_not_label_values(measured: RunningProxy) -> None:
     await post_all(measured, [{"model": f"gpt-made-up-{n}", "messages": LOOKUP} for n in range(3)])
-    m = await scrape(measured)
+    m = await scrape(measured.url)
     assert value(m, "tuned_proxy_requests_total", route="", variant="", code="404") == 3
     assert not any("gpt-made-up" in str(labels) for _, labels in m)
 
@@ -223,7 +204,7 @@ async def test_shadow_outcomes_and_reloads_are_counted(
     shadows = proxy.app[STATE].shadows
     for task in list(shadows.tasks):
         await task
-    m = await scrape(proxy)
+    m = await scrape(proxy.url)
     assert value(m, "tuned_proxy_shadow_requests_total", route="chat", outcome="ok") == 1
 
 

@@ -13,7 +13,8 @@ import pytest
 
 from proxy.policies import load_policy
 from proxy.rewrite import rewrite
-from tests.conftest import FakeUpstream, RunningProxy, StartProxy, basic_config, fake_variant
+from tests.support.configs import basic_config, fake_variant
+from tests.support.servers import FakeUpstream, RunningProxy, StartProxy
 
 REPO = Path(__file__).resolve().parent.parent
 SUPPORT_TOOLS = json.loads((REPO / "policies" / "support.tools.json").read_text())

@@ -8,14 +8,9 @@ import aiohttp
 import openai
 import pytest
 
-from tests.conftest import (
-    CLIENT_KEY,
-    UPSTREAM_KEY,
-    FakeUpstream,
-    RunningProxy,
-    StartProxy,
-    basic_config,
-)
+from tests.support.configs import basic_config
+from tests.support.keys import CLIENT_KEY, UPSTREAM_KEY
+from tests.support.servers import FakeUpstream, RunningProxy, StartProxy
 
 WEATHER_TOOL = {
     "type": "function",

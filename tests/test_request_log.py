@@ -10,8 +10,8 @@ import aiohttp
 import pytest
 import yaml
 
-from tests.conftest import closed_port
-from tests.test_lifecycle import read_until, serving
+from tests.support.configs import refusing_upstream
+from tests.support.processes import read_until, serving
 
 pytestmark = pytest.mark.slow
 CLIENT = "sk-client-log-test-1234"
@@ -38,11 +38,7 @@ async def test_log_lines_carry_fields_and_no_secrets(
         "client_keys_env": "LOG_TEST_CLIENT_KEYS",
         "upstreams": {
             "local": {"kind": "mock"},
-            "down": {
-                "kind": "compatible",
-                "base_url": f"http://127.0.0.1:{closed_port()}/v1",
-                "api_key_env": "LOG_TEST_UPSTREAM_KEY",
-            },
+            "down": {**refusing_upstream(), "api_key_env": "LOG_TEST_UPSTREAM_KEY"},
         },
         "routes": {
             "chat": {"variants": [{"name": "v", "upstream": "local", "model": "m"}]},

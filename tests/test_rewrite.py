@@ -124,10 +124,29 @@ def test_untouched_values_are_shared_not_copied() -> None:
     assert result.body["messages"][1] is request["messages"][1]
 
 
+def refusal(exc: InvalidRequest) -> dict[str, Any]:
+    """What a client is told of a refused request: its status and its OpenAI error body."""
+    return {"status": exc.status, **exc.body()["error"]}
+
+
 @pytest.mark.parametrize("case", CASE_DIRS, ids=lambda path: path.name)
 def test_case_is_idempotent(case: Path) -> None:
+    """A rewrite of the rewrite changes nothing more; a refusal is the same every time, and
+    leaves the request as it was (a fallback starts again from it)."""
     policy, request, expected = load_case(case)
     if "error" in expected:
+        original = copy.deepcopy(request)
+        original_bytes = jsonutil.dumps(request)
+        refusals = []
+        for _ in range(3):
+            with pytest.raises(InvalidRequest) as refused:
+                rewrite(request, policy)
+            refusals.append(refusal(refused.value))
+            assert request == original
+            assert jsonutil.dumps(request) == original_bytes
+        assert refusals[0]["status"] == 400
+        assert {"param": refusals[0]["param"], "code": refusals[0]["code"]} == expected["error"]
+        assert refusals[1:] == refusals[:1] * 2
         return
     once = rewrite(request, policy)
     twice = rewrite(once.body, policy)
@@ -150,8 +169,9 @@ def test_case_with_shared_tools_memoized(case: Path) -> None:
     for _ in range(2):
         body = with_shared_tools(request, tool_lists)
         if "error" in expected:
-            with pytest.raises(InvalidRequest):
+            with pytest.raises(InvalidRequest) as refused:
                 rewrite(body, policy)
+            assert {"param": refused.value.param, "code": refused.value.code} == expected["error"]
             continue
         result = rewrite(body, policy)
         assert jsonutil.dumps(result.body) == jsonutil.dumps(expected["body"])

@@ -6,7 +6,6 @@ import asyncio
 import json
 import math
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -14,18 +13,18 @@ import pytest
 
 from proxy.outgoing import outgoing_request
 from proxy.state import STATE
-from tests.conftest import (
-    CLIENT_KEY,
-    FakeUpstream,
-    RunningProxy,
-    StartProxy,
+from tests.support.configs import (
+    REPO,
     basic_config,
-    closed_port,
     fake_variant,
+    fault_config,
+    refusing_upstream,
 )
+from tests.support.keys import CLIENT_KEY
+from tests.support.servers import FakeUpstream, RunningProxy, StartProxy
+from tests.support.waiting import eventually
 
 MESSAGES = [{"role": "user", "content": "Where is my order 12345?"}]
-REPO = Path(__file__).resolve().parent.parent
 SUPPORT_TOOLS = json.loads((REPO / "policies" / "support.tools.json").read_text())
 
 
@@ -110,13 +109,6 @@ async def test_each_variant_receives_the_body_its_own_policy_produces(
 
 @pytest.fixture
 async def with_fallback(fake_upstream: FakeUpstream, start_proxy: StartProxy) -> RunningProxy:
-    config = basic_config(fake_upstream.url)
-    fake = config["upstreams"]["fake"]
-    config["upstreams"]["impatient"] = {**fake, "idle_timeout_s": 0.3}
-    config["upstreams"]["dead"] = {
-        "kind": "compatible",
-        "base_url": f"http://127.0.0.1:{closed_port()}/v1",
-    }
     fallback = [{"upstream": "fake", "model": "m-fallback", "policy": "support-full"}]
 
     def route(upstream: str, model: str) -> dict[str, Any]:
@@ -128,14 +120,18 @@ async def with_fallback(fake_upstream: FakeUpstream, start_proxy: StartProxy) ->
         }
         return {"variants": [primary], "fallback": fallback}
 
-    config["routes"] = {
-        "refused": route("dead", "x"),
-        "timeout": route("impatient", "ft-stall"),
-        "e429": route("fake", "ft-error-429"),
-        "e500": route("fake", "ft-error-500"),
-        "e503": route("fake", "ft-error-503"),
-        "e400": route("fake", "ft-error-400"),
-    }
+    config = fault_config(
+        fake_upstream.url,
+        upstreams={"impatient": {"idle_timeout_s": 0.3}, "dead": refusing_upstream()},
+        routes={
+            "refused": route("dead", "x"),
+            "timeout": route("impatient", "ft-stall"),
+            "e429": route("fake", "ft-error-429"),
+            "e500": route("fake", "ft-error-500"),
+            "e503": route("fake", "ft-error-503"),
+            "e400": route("fake", "ft-error-400"),
+        },
+    )
     return await start_proxy(config)
 
 
@@ -168,10 +164,11 @@ async def test_no_fallback_for_a_client_error(
 async def test_last_429_passes_retry_after_through(
     fake_upstream: FakeUpstream, start_proxy: StartProxy
 ) -> None:
-    config = basic_config(fake_upstream.url)
-    config["routes"]["chat"]["variants"] = [fake_variant("a", "ft-error-429")]
-    config["routes"]["chat"]["fallback"] = [{"upstream": "fake", "model": "ft-error-429"}]
-    proxy = await start_proxy(config)
+    chat = {
+        "variants": [fake_variant("a", "ft-error-429")],
+        "fallback": [{"upstream": "fake", "model": "ft-error-429"}],
+    }
+    proxy = await start_proxy(fault_config(fake_upstream.url, routes={"chat": chat}))
     async with (
         aiohttp.ClientSession() as session,
         session.post(
@@ -184,13 +181,6 @@ async def test_last_429_passes_retry_after_through(
         assert response.headers["retry-after"] == "1"
         assert response.headers["x-tuned-proxy-variant"] == "fallback-1"
     assert len(fake_upstream.received) == 2
-
-
-async def wait_for(condition: Any, limit_s: float = 5.0) -> None:
-    """Poll state that the server's own tasks change (there is no event to wait on)."""
-    async with asyncio.timeout(limit_s):
-        while not condition():  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
 
 
 async def test_shadow_copy_arrives_and_the_client_sees_only_the_primary(
@@ -210,13 +200,13 @@ async def test_shadow_copy_arrives_and_the_client_sees_only_the_primary(
         status, answered_by, payload = await send(session, proxy, body)
     assert (status, answered_by) == (200, "main")
     assert payload["model"] == "m-main"
-    await wait_for(lambda: len(fake_upstream.received) == 2)
+    await eventually(lambda: len(fake_upstream.received) == 2, "the shadow copy arrived")
     by_model = {r.body["model"]: r.body for r in fake_upstream.received}
     shadow = proxy.app[STATE].runtime.routes["chat"].shadow
     assert shadow is not None
     assert by_model["m-shadow"] == outgoing_request(shadow, body).body
     shadows = proxy.app[STATE].shadows
-    await wait_for(lambda: shadows.outcomes[("chat", "ok")] == 1)
+    await eventually(lambda: shadows.outcomes[("chat", "ok")] == 1, "the shadow counted ok")
 
 
 @pytest.mark.parametrize(("model", "outcome"), [("ft-slow-3000", None), ("ft-error-500", "error")])
@@ -236,7 +226,9 @@ async def test_a_slow_or_failing_shadow_changes_nothing_for_the_client(
         if outcome is None:
             assert len(shadows.tasks) == 1  # the slow shadow is still running; the client is done
         else:
-            await wait_for(lambda: shadows.outcomes[("chat", outcome)] == 1)
+            await eventually(
+                lambda: shadows.outcomes[("chat", outcome)] == 1, f"the shadow counted {outcome}"
+            )
 
 
 async def test_shadow_work_is_bounded(fake_upstream: FakeUpstream, start_proxy: StartProxy) -> None:
@@ -265,4 +257,7 @@ async def test_no_shadow_when_sample_is_zero(
     async with aiohttp.ClientSession() as session:
         for _ in range(20):
             await send(session, proxy, {"model": "chat", "messages": MESSAGES})
-    assert all(r.body["model"] == "ft-model" for r in fake_upstream.received)
+    # A shadow copy goes out after the answer: none was even started.
+    shadows = proxy.app[STATE].shadows
+    assert (shadows.tasks, shadows.outcomes) == (set(), Counter())
+    assert [r.body["model"] for r in fake_upstream.received] == ["ft-model"] * 20

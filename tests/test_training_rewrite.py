@@ -16,7 +16,8 @@ from proxy.rewrite import rewrite
 from proxy.training import TrainingFileCheck, rewrite_example, run_rewrite
 from proxy.training.reader import UTF8_BOM
 from proxy.training.rewrite import derived_call_ids, is_placeholder, replace_placeholder_ids
-from tests.conftest import FakeUpstream, StartProxy, basic_config
+from tests.support.configs import basic_config
+from tests.support.servers import FakeUpstream, StartProxy
 
 REPO = Path(__file__).resolve().parent.parent
 POLICIES = REPO / "policies"

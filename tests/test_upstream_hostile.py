@@ -13,8 +13,11 @@ import pytest
 from aiohttp import web
 
 from proxy.server import bound_port, start_site
-from tests.conftest import UPSTREAM_KEY, RunningProxy, StartProxy
-from tests.test_faults import MESSAGES, exchange, samples_of, total
+from tests.support.configs import fault_config
+from tests.support.http import MESSAGES, exchange
+from tests.support.keys import UPSTREAM_KEY, UPSTREAM_KEY_ENV
+from tests.support.metrics import samples_of, total
+from tests.support.servers import RunningProxy, StartProxy
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -50,16 +53,17 @@ async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[Server]]]:
         await runner.cleanup()
 
 
-def config_for(kind: str, url: str, **route: Any) -> dict[str, Any]:
-    upstream: dict[str, Any] = {"kind": kind, "api_key_env": "TUNED_PROXY_TEST_UPSTREAM_KEY"}
-    upstream["base_url"] = url if kind == "azure" else f"{url}/v1"
-    return {
-        "client_keys_env": "TUNED_PROXY_TEST_KEYS",
-        "upstreams": {"hostile": upstream},
-        "routes": {
-            "chat": {"variants": [{"name": "v", "upstream": "hostile", "model": "m"}], **route}
-        },
-    }
+def hostile(kind: str, url: str) -> dict[str, Any]:
+    """The upstream `hostile`: the server at `url`, as an upstream of `kind`, with a key."""
+    base_url = url if kind == "azure" else f"{url}/v1"
+    return {"kind": kind, "base_url": base_url, "api_key_env": UPSTREAM_KEY_ENV}
+
+
+def config_for(kind: str, url: str) -> dict[str, Any]:
+    """The route `chat` on the upstream `hostile` (the `fake` upstream is never asked)."""
+    return fault_config(
+        url, upstreams={"hostile": hostile(kind, url)}, routes={"chat": ("hostile", "m")}
+    )
 
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
@@ -95,9 +99,15 @@ async def test_a_redirect_falls_back_to_the_next_target(
     redirecting = await serve(
         always(lambda: web.Response(status=307, headers={"Location": "http://x/"}))
     )
-    config = config_for("openai", redirecting.url)
-    config["upstreams"]["local"] = {"kind": "mock"}
-    config["routes"]["chat"]["fallback"] = [{"upstream": "local", "model": "m"}]
+    chat = {
+        "variants": [{"name": "v", "upstream": "hostile", "model": "m"}],
+        "fallback": [{"upstream": "local", "model": "m"}],
+    }
+    config = fault_config(
+        redirecting.url,
+        upstreams={"hostile": hostile("openai", redirecting.url), "local": {"kind": "mock"}},
+        routes={"chat": chat},
+    )
     proxy = await start_proxy(config)
     outcome = await exchange(proxy.url, {"model": "chat", "messages": MESSAGES})
     assert outcome.status == 200
