@@ -22,7 +22,7 @@ from proxy.errors import (
     ProxyError,
     echo,
 )
-from proxy.handler import chat_completions
+from proxy.handler import chat_completions, responses
 from proxy.metrics import Metrics
 from proxy.record import RequestRecord
 from proxy.recording import record_abandoned, record_request
@@ -161,6 +161,12 @@ CHAT_PATHS = (
     "/openai/deployments/{deployment}/chat/completions",
     "/openai/v1/deployments/{deployment}/chat/completions",
 )
+RESPONSES_PATHS = (
+    "/v1/responses",
+    "/responses",
+    "/openai/v1/responses",
+    "/openai/responses",  # AzureOpenAI(azure_endpoint=...) calls this one
+)
 MODELS_PATHS = ("/v1/models", "/models", "/openai/models", "/openai/v1/models")
 # What a 404 lists: the paths an application is meant to use.
 SERVED = (
@@ -191,6 +197,8 @@ def add_routes(app: web.Application, metrics_route: bool = True) -> None:
 
     for path in CHAT_PATHS:
         add("POST", path, chat_completions)
+    for path in RESPONSES_PATHS:
+        add("POST", path, responses)
     for path in MODELS_PATHS:
         add("GET", path, list_models)
     if metrics_route:  # else on a listener of its own (`build_metrics_app`)

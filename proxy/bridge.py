@@ -969,7 +969,8 @@ class StreamTranslator:
         self.finished = True
         self.error = error
         fields = {"code": error.code, "message": error.message, "param": error.param}
-        return self._event("error", fields)
+        # The error object under `error` too: what makes the SDK raise `APIError`.
+        return self._event("error", {**fields, "error": error.body()["error"]})
 
     def _event(self, kind: str, fields: Body) -> bytes:
         payload = {"type": kind, "sequence_number": self._sequence, **fields}

@@ -142,7 +142,7 @@ def find_target(route: Route, name: str | None) -> Target | None:
 def cmd_rewrite(args: argparse.Namespace) -> int:
     from proxy import jsonutil
     from proxy.errors import ProxyError
-    from proxy.outgoing import outgoing_request
+    from proxy.outgoing import outgoing_request, outgoing_responses_request
 
     runtime = _load_or_report(_config_path(args))
     if runtime is None:
@@ -158,14 +158,21 @@ def cmd_rewrite(args: argparse.Namespace) -> int:
         body = jsonutil.loads(raw)
         if not isinstance(body, dict):
             raise ValueError("the request must be a JSON object")
-        result = outgoing_request(target, body)
+        # A Responses API body has `input` where chat's has `messages`.
+        responses = "input" in body and "messages" not in body
+        result = (outgoing_responses_request if responses else outgoing_request)(target, body)
     except (ValueError, ProxyError) as exc:
         print(f"tuned-proxy: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 1
     print(jsonutil.dumps_pretty(result.body))
     before, after = len(jsonutil.dumps(body)), len(jsonutil.dumps(result.body))
+    api = ""
+    if responses:
+        bridged = ", bridged to chat completions" if result.bridged_from is not None else ""
+        api = f"Responses API{bridged}: "
     print(
-        f"route {route.name} → variant {target.name} ({target.upstream_name}/{target.model}), "
+        f"{api}route {route.name} → variant {target.name} "
+        f"({target.upstream_name}/{target.model}), "
         f"policy {target.policy.name}: {len(result.changes)} change(s), "
         f"{result.tool_bytes_removed} B of tool schema removed, body {before} → {after} B",
         file=sys.stderr,

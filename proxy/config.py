@@ -78,7 +78,7 @@ class ServerConfig(_Strict):
     metrics_cache_s: float = Field(
         1.0, ge=0, description="a /metrics rendering is served again for this long"
     )
-    # uvloop's loop takes 1-7 % off the CPU per request (README, Performance); `asyncio` is
+    # uvloop's loop takes 1-7 % off the CPU per request (docs/performance.md); `asyncio` is
     # there for debugging and for platforms without uvloop.
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         "auto", description="auto: uvloop where it is installed, else asyncio's own loop"
@@ -102,6 +102,18 @@ class _UpstreamBase(_Strict):
     stream_usage: bool = Field(
         True, description="ask streams for their usage chunk (servers without stream_options: off)"
     )
+    responses: Literal["native", "bridge"] | None = Field(
+        None,
+        description="how Responses API requests reach it: its own /responses (native), or "
+        "translated to chat completions (bridge); default native for openai, azure and mock, "
+        "bridge for compatible",
+    )
+
+    @property
+    def responses_mode(self) -> Literal["native", "bridge"]:
+        if self.responses is not None:
+            return self.responses
+        return "bridge" if isinstance(self, CompatibleUpstream) else "native"
 
 
 class OpenAIUpstream(_UpstreamBase):

@@ -13,7 +13,7 @@ from typing import Any
 
 from proxy.config import Route, Target
 from proxy.errors import UpstreamFailure
-from proxy.outgoing import Outgoing, outgoing_request
+from proxy.outgoing import Outgoing, Prepare, outgoing_request
 from proxy.record import Attempt, RequestRecord
 from proxy.upstream import UpstreamResponse, Upstreams
 
@@ -36,17 +36,19 @@ async def forward(
     first: Target,
     body: dict[str, Any],
     record: RequestRecord,
+    prepare: Prepare = outgoing_request,
 ) -> Sent:
-    """Rewrite for and send to `first`, then each fallback while the failure allows; raise the
-    last target's `ProxyError` when none answers."""
+    """Rewrite for (`prepare`: the client's API's rewrite stage) and send to `first`, then to
+    each fallback while the failure allows; raise the last target's `ProxyError` when none
+    answers."""
     targets = (first, *route.fallback)
     for position, target in enumerate(targets):
         is_last = position == len(targets) - 1
-        outgoing = outgoing_request(target, body)
+        outgoing = prepare(target, body)
         attempt = begin_attempt(record, target, outgoing, body)
         started = time.perf_counter()
         try:
-            answer = await upstreams.send(target, outgoing.body, record.request_id)
+            answer = await upstreams.send(target, outgoing.body, record.request_id, outgoing.api)
         except UpstreamFailure as exc:
             attempt.error = exc.message
             attempt.reason = exc.reason
@@ -72,6 +74,7 @@ def begin_attempt(
         target.upstream_name,
         outgoing.changes,
     )
+    record.answer_api = outgoing.api
     policy = target.policy
     record.policy_functions = policy.function_names
     record.argument_check = (

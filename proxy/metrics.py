@@ -6,6 +6,8 @@ apps, or two tests, never share a count. `GET /metrics` serves `Metrics.render()
 The metrics (all prefixed `tuned_proxy_`; `{route,variant}` is the serving route and variant):
 
 - `requests_total{route,variant,code}`: finished requests by the HTTP status sent to the client.
+- `api_requests_total{api}`: requests to a model API by the API the client spoke (`chat`,
+  `responses`), whatever became of them.
 - `request_duration_seconds{route,variant}`: histogram, from the start of the request to its
   end (the last byte of a stream).
 - `upstream_duration_seconds{route,variant}`: histogram, time spent waiting on upstreams,
@@ -108,6 +110,7 @@ class Metrics:
         self._rendered, self._rendered_at = b"", -math.inf
         self._families: list[Family] = []
         self._define_request_metrics()
+        self._define_api_metrics()
         self._define_answer_metrics()
         self._define_operation_metrics()
         self.registry.register(Collector(self._families))
@@ -136,6 +139,11 @@ class Metrics:
             variant,
             LATENCY_BUCKETS,
         )
+
+    def _define_api_metrics(self) -> None:
+        self.api_requests = self._counter(
+            "api_requests", "Requests by the API the client spoke (chat, responses).", ("api",)
+        ).under()
 
     def _define_answer_metrics(self) -> None:
         variant = ("route", "variant")
@@ -195,6 +203,9 @@ class Metrics:
         total = record.elapsed() if total_seconds is None else total_seconds
         series = self._series_of(record.route or NOT_ROUTED, record.variant or NOT_ROUTED)
         series.requests[record.status] += 1
+        api = record.api
+        if api is not None:
+            self.api_requests[api] += 1
         series.duration.observe(total)
         series.overhead.observe(max(total - record.upstream_seconds, 0.0))
         if record.attempts:

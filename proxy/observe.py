@@ -280,3 +280,84 @@ def _observe_function_call(record: RequestRecord, call: Any) -> None:
     name = call.get("name") if isinstance(call, dict) else None
     if isinstance(name, str) and name:
         record.tool_calls.append(name)
+
+
+# ----------------------------------------------------------------------------- Responses API
+
+# Events whose `response` is the whole answer: the only ones read (the rest pass unread).
+_TERMINAL_EVENT = re.compile(rb'"type"\s*:\s*"response\.(?:completed|incomplete|failed)"')
+_INCOMPLETE_REASONS = {"max_output_tokens": "length", "content_filter": "content_filter"}
+
+
+def observe_response_json(record: RequestRecord, raw: bytes) -> None:
+    """Record what a non-streamed Response reports; raises as `observe_completion_json`."""
+    observe_response(record, completion_object(raw))
+
+
+def note_response_event(record: RequestRecord, data: bytes) -> bool:
+    """Keep a Responses stream event for the record stage if it ends the answer (it carries
+    the whole Response); True when it does."""
+    if _TERMINAL_EVENT.search(data) is None:
+        return False
+    record.noted_chunks.append(data)
+    return True
+
+
+def observe_response_events(record: RequestRecord) -> None:
+    """Record what the kept terminal events report (`note_response_event`)."""
+    for data in record.noted_chunks:
+        try:
+            event = jsonutil.loads(data)
+        except jsonutil.JSONDecodeError:
+            continue
+        if isinstance(event, dict) and isinstance(event.get("response"), dict):
+            observe_response(record, event["response"])
+    record.noted_chunks.clear()
+
+
+def observe_response(record: RequestRecord, response: dict[str, Any]) -> None:
+    """Usage, finish and function calls of a Response, in the words chat's are counted in:
+    the same metrics read both APIs."""
+    usage = response.get("usage")
+    if isinstance(usage, dict):
+        record.usage = usage_as_chat(usage)
+    calls = [item for item in _output_items(response) if item.get("type") == "function_call"]
+    for call in calls:
+        name, arguments = call.get("name"), call.get("arguments")
+        if isinstance(name, str) and name:
+            record.tool_calls.append(name)
+            if record.argument_check is not None and isinstance(arguments, str):
+                record.call_arguments.append((name, arguments))
+    finish = _finish_reason(response, bool(calls))
+    if finish is not None:
+        record.finish_reasons.append(finish)
+
+
+def usage_as_chat(usage: dict[str, Any]) -> dict[str, Any]:
+    """A Responses `usage` under chat's names (`input_tokens` is `prompt_tokens`, ...)."""
+    details = usage.get("input_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return {
+        "prompt_tokens": usage.get("input_tokens"),
+        "completion_tokens": usage.get("output_tokens"),
+        "total_tokens": usage.get("total_tokens"),
+        "prompt_tokens_details": {"cached_tokens": cached},
+    }
+
+
+def _output_items(response: dict[str, Any]) -> list[dict[str, Any]]:
+    output = response.get("output")
+    return [item for item in output if isinstance(item, dict)] if isinstance(output, list) else []
+
+
+def _finish_reason(response: dict[str, Any], called: bool) -> str | None:
+    """Chat's finish reason for a Response's status: `tool_calls` or `stop` when completed,
+    `length` or `content_filter` when incomplete for that reason."""
+    status = response.get("status")
+    if status == "completed":
+        return "tool_calls" if called else "stop"
+    if status == "incomplete":
+        details = response.get("incomplete_details")
+        reason = details.get("reason") if isinstance(details, dict) else None
+        return _INCOMPLETE_REASONS.get(reason, "other") if isinstance(reason, str) else "other"
+    return status if isinstance(status, str) else None

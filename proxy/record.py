@@ -44,6 +44,7 @@ class RequestRecord:
     variant: str | None = None
     upstream: str | None = None
     stream: bool = False
+    answer_api: str = "chat"  # the upstream's answer's wire format (a bridge answers chat)
     status: int = 0
     changes: list[Change] = field(default_factory=list)
     attempts: list[Attempt] = field(default_factory=list)
@@ -70,6 +71,13 @@ class RequestRecord:
     # Stream chunks that report something counted, read at the record stage (see observe.py).
     noted_chunks: list[bytes] = field(default_factory=list)
     recorded: bool = False  # the record stage has run (it runs once)
+
+    @property
+    def api(self) -> str | None:
+        """The API the client spoke, by its path: `chat`, `responses`, or None (another path)."""
+        if self.path.endswith("/responses"):
+            return "responses"
+        return "chat" if self.path.endswith("/completions") else None
 
     def answered_arguments(self) -> list[tuple[str, str]]:
         streamed = [(name, "".join(parts)) for name, parts in self.streamed_calls.values()]
@@ -122,6 +130,7 @@ def log_request(record: RequestRecord, direct: logs.DirectInfoLines | None = Non
         "route": record.route,
         "variant": record.variant,
         "upstream": record.upstream,
+        "api": record.api,
         "status": record.status,
         "stream": record.stream,
         "duration_ms": _ms(total),

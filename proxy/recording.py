@@ -14,7 +14,7 @@ from aiohttp import web
 
 from proxy.arguments import ArgumentChecker, full_schema_key_for
 from proxy.errors import ProxyError
-from proxy.observe import observe_noted_chunks
+from proxy.observe import observe_noted_chunks, observe_response_events
 from proxy.record import RequestRecord, log_request
 from proxy.rewrite.policy import Policy
 from proxy.state import STATE, ProxyState
@@ -28,7 +28,10 @@ def record_request(state: ProxyState, record: RequestRecord) -> None:
     if record.recorded:
         return
     record.recorded = True
-    observe_noted_chunks(record)
+    if record.answer_api == "responses":
+        observe_response_events(record)
+    else:
+        observe_noted_chunks(record)
     if record.argument_check is not None:
         check_arguments(state.arguments, record, *record.argument_check)
     state.metrics.observe_request(record)

@@ -16,15 +16,19 @@ from typing import Any
 from aiohttp import web
 
 from proxy import jsonutil
+from proxy.bridge import ResponseIds, StreamTranslator, chat_to_response
 from proxy.errors import SERVER_NAME, ProxyError, UpstreamFailure, UpstreamUnreachable
 from proxy.forward import Sent
 from proxy.observe import (
     AnswerNotObject,
     completion_object,
     note_chunk_data,
+    note_response_event,
     observe_completion,
     observe_completion_json,
+    observe_response_json,
 )
+from proxy.outgoing import Outgoing
 from proxy.record import RequestRecord
 from proxy.rewrite.legacy import chunk_to_legacy, response_to_legacy
 from proxy.rewrite.result import Change, inserted_message
@@ -41,6 +45,9 @@ MAX_LOGGED_CODE_CHARS = 64
 _USAGE_CHUNK = re.compile(rb'"choices":\s*\[\s*\]')
 _HAS_USAGE = re.compile(rb'"usage":\s*\{')
 _MESSAGE_INDEX = re.compile(r"messages\[(\d+)\]")
+# A Responses stream's error event, and where an event says its number.
+_RESPONSES_ERROR = re.compile(rb'^\{\s*"type"\s*:\s*"error"')
+_SEQUENCE = re.compile(rb'"sequence_number"\s*:\s*(\d+)')
 
 
 def is_usage_chunk(data: bytes) -> bool:
@@ -61,7 +68,14 @@ async def relay(request: web.Request, sent: Sent, record: RequestRecord) -> web.
     try:
         if answer.status >= 400:
             return await relay_error(answer, headers, record)
-        if record.stream and answer.content_type.startswith("text/event-stream"):
+        streamed = record.stream and answer.content_type.startswith("text/event-stream")
+        if outgoing.bridged_from is not None:
+            return await relay_bridged(request, answer, headers, record, outgoing, streamed)
+        if outgoing.api == "responses":
+            if streamed:
+                return await ResponsesStreamRelay(record).run(request, answer, headers)
+            return await relay_json(answer, headers, record, observe=observe_response_json)
+        if streamed:
             stream = StreamRelay(record, outgoing.legacy_functions, outgoing.strip_usage)
             return await stream.run(request, answer, headers)
         return await relay_json(answer, headers, record, outgoing.legacy_functions)
@@ -169,15 +183,21 @@ async def read_answer(answer: UpstreamResponse, limit: int, record: RequestRecor
 
 
 async def relay_json(
-    answer: UpstreamResponse, headers: Mapping[str, str], record: RequestRecord, legacy: bool
+    answer: UpstreamResponse,
+    headers: Mapping[str, str],
+    record: RequestRecord,
+    legacy: bool = False,
+    observe: Callable[[RequestRecord, bytes], None] = observe_completion_json,
 ) -> web.Response:
+    """A whole JSON answer, as the upstream wrote it (read by `observe`), or translated back
+    to the legacy `function_call` shape."""
     raw = await read_answer(answer, MAX_ANSWER_BYTES, record)
     try:
         if legacy:  # the translation needs the whole answer
             parsed = completion_object(raw)
             observe_completion(record, parsed)
         else:
-            observe_completion_json(record, raw)
+            observe(record, raw)
     except jsonutil.JSONDecodeError as exc:
         message = "The upstream answered with a body that is not JSON."
         blame_upstream(record, "invalid_response", message)
@@ -195,7 +215,9 @@ async def relay_json(
 
 
 class StreamRelay:
-    """Forwards one SSE answer to the client, event by event."""
+    """Forwards one SSE answer of chat completions to the client, event by event."""
+
+    END_NAME = "[DONE]"  # what a whole stream ends with, as an error message names it
 
     def __init__(self, record: RequestRecord, legacy: bool, strip_usage: bool):
         self.record = record
@@ -245,7 +267,8 @@ class StreamRelay:
             await self._fail(
                 response,
                 UpstreamUnreachable(
-                    "The upstream ended the stream before [DONE].", reason="broken_stream"
+                    f"The upstream ended the stream before {self.END_NAME}.",
+                    reason="broken_stream",
                 ),
             )
 
@@ -261,7 +284,7 @@ class StreamRelay:
                 continue
             if data.startswith(DONE):
                 self.saw_done = True
-            elif data.startswith(b'{"error"'):
+            elif is_error_event(data):
                 event = self.redact(event)
                 self.saw_error = True
                 self.record.error = "the upstream ended the stream with an error event"
@@ -287,7 +310,152 @@ class StreamRelay:
         self.record.error = error.message
         reason = error.reason if isinstance(error, UpstreamFailure) else "broken_stream"
         blame_upstream(self.record, reason, error.message)
-        await response.write(format_event(jsonutil.dumps(error.body())))
+        await response.write(self._error_event(error))
+
+    def _error_event(self, error: ProxyError) -> bytes:
+        """The stream's last event when it breaks: chat's `data: {"error": …}`."""
+        return format_event(jsonutil.dumps(error.body()))
+
+
+class ResponsesStreamRelay(StreamRelay):
+    """Forwards one SSE answer of the Responses API, event by event (their `event:` lines
+    included); it ends with its terminal event (`response.completed`, …), not `[DONE]`."""
+
+    END_NAME = "its final event (response.completed)"
+
+    def __init__(self, record: RequestRecord) -> None:
+        super().__init__(record, legacy=False, strip_usage=False)
+        self.last_sequence = b""  # the last event's data: a broken stream's error event follows it
+
+    def _forward(self, events: list[bytes]) -> bytes:
+        if self.record.first_byte_seconds is None:
+            self.record.first_byte_seconds = time.perf_counter() - self.record.started
+        out: list[bytes] = []
+        for event in events:
+            data = event_data(event)
+            if data is None:
+                out.append(event)
+                continue
+            if not looks_like_json_object(data):
+                self.saw_garbage = True
+                break
+            if note_response_event(self.record, data):
+                self.saw_done = True
+            elif _RESPONSES_ERROR.search(data) is not None:
+                event = self.redact(event)
+                self.saw_error = True
+                self.record.error = "the upstream ended the stream with an error event"
+                blame_upstream(self.record, "error_event", self.record.error)
+            self.last_sequence = data
+            out.append(event)
+        return b"".join(out)
+
+    def _error_event(self, error: ProxyError) -> bytes:
+        """The Responses API's `error` event, numbered after the last event relayed."""
+        found = _SEQUENCE.search(self.last_sequence)
+        return responses_error_event(error, int(found[1]) + 1 if found is not None else 0)
+
+
+async def relay_bridged(
+    request: web.Request,
+    answer: UpstreamResponse,
+    headers: Mapping[str, str],
+    record: RequestRecord,
+    outgoing: Outgoing,
+    streamed: bool,
+) -> web.StreamResponse:
+    """A chat answer to a Responses request that was bridged: translated back to a Response,
+    or to its stream of events (`proxy.bridge`); counted as the chat answer it is."""
+    assert outgoing.bridged_from is not None
+    ids = ResponseIds.for_request(record.request_id, int(time.time()))
+    if streamed:
+        stream = BridgedStreamRelay(record, outgoing.bridged_from, ids)
+        return await stream.run(request, answer, headers)
+    raw = await read_answer(answer, MAX_ANSWER_BYTES, record)
+    try:
+        completion = completion_object(raw)
+        observe_completion(record, completion)
+        translated = chat_to_response(completion, outgoing.bridged_from, ids)
+    except (jsonutil.JSONDecodeError, AnswerNotObject, UpstreamUnreachable) as exc:
+        message = "The upstream answered with a body that is not a chat completion."
+        blame_upstream(record, "invalid_response", message)
+        raise UpstreamUnreachable(message, reason="invalid_response") from exc
+    record.status = answer.status
+    return web.Response(
+        body=jsonutil.dumps(translated),
+        status=answer.status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+class BridgedStreamRelay(StreamRelay):
+    """A chat stream answering a bridged Responses request, relayed as the Responses events
+    that say the same (`bridge.StreamTranslator`); its chunks are read as chat's are."""
+
+    def __init__(self, record: RequestRecord, request: dict[str, Any], ids: ResponseIds):
+        super().__init__(record, legacy=False, strip_usage=False)
+        self.translator = StreamTranslator(request, ids)
+
+    def _forward(self, events: list[bytes]) -> bytes:
+        if self.record.first_byte_seconds is None:
+            self.record.first_byte_seconds = time.perf_counter() - self.record.started
+        out = [self.translator.start()]
+        for event in events:
+            data = event_data(event)
+            if data is None:
+                continue  # comments and fields of the chat stream have no Responses form
+            if data.startswith(DONE):
+                self.saw_done = True
+                out.append(self.translator.done())
+                continue
+            try:
+                chunk = jsonutil.loads(data)
+            except jsonutil.JSONDecodeError:
+                chunk = None
+            if not isinstance(chunk, dict):
+                self.saw_garbage = True
+                break
+            note_chunk_data(self.record, data)
+            out.append(self.translator.feed(chunk))
+            if self.translator.error is not None and not self.saw_error:
+                self.saw_error = True  # the upstream's error event, said in Responses words
+                self.record.error = "the upstream ended the stream with an error event"
+                blame_upstream(self.record, "error_event", self.record.error)
+        return b"".join(out)
+
+    def _error_event(self, error: ProxyError) -> bytes:
+        return self.translator.fail(error)
+
+
+def responses_error_event(error: ProxyError, sequence: int) -> bytes:
+    """An `error` event of a Responses stream: the fields of the SDK's `ResponseErrorEvent`,
+    and the error object under `error` too, which is what makes the SDK raise `APIError`
+    (and what OpenAI's own stream sends)."""
+    body = error.body()["error"]
+    event = {
+        "type": "error",
+        "code": body["code"],
+        "message": body["message"],
+        "param": body["param"],
+        "sequence_number": sequence,
+        "error": body,
+    }
+    return b"event: error\ndata: " + jsonutil.dumps(event) + b"\n\n"
+
+
+def is_error_event(data: bytes) -> bool:
+    """Whether a chat stream event is an `{"error": …}` event: at once when it starts so (as
+    OpenAI writes it), else parsed when the key is in it at all (other spacing or key order)."""
+    if data.startswith(b'{"error"'):
+        return True
+    if b'"error"' not in data:
+        return False
+    try:
+        value = jsonutil.loads(data)
+    except jsonutil.JSONDecodeError:
+        return False
+    return isinstance(value, dict) and "error" in value
 
 
 def _unchanged(data: bytes) -> bytes:

@@ -8,6 +8,7 @@ of a request's bytes, is parsed once per distinct text (`ToolLists`) instead of 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,6 +162,27 @@ def parse_chat_body(
     limits: BodyLimits = DEFAULT_LIMITS,
     held: Holding | None = None,
 ) -> dict[str, Any]:
+    """A chat-completions body (`parse_body` checking chat's fields)."""
+    return parse_body(raw, tool_lists, limits, held, check_fields)
+
+
+def parse_responses_body(
+    raw: bytes,
+    tool_lists: ToolLists | None = None,
+    limits: BodyLimits = DEFAULT_LIMITS,
+    held: Holding | None = None,
+) -> dict[str, Any]:
+    """A Responses API body (`parse_body` checking its fields)."""
+    return parse_body(raw, tool_lists, limits, held, check_responses_fields)
+
+
+def parse_body(
+    raw: bytes,
+    tool_lists: ToolLists | None,
+    limits: BodyLimits,
+    held: Holding | None,
+    check: Callable[[dict[str, Any], BodyLimits], None],
+) -> dict[str, Any]:
     """The body as a dict; a 400 naming the field for anything the proxy cannot route.
 
     With `tool_lists`, the `tools` value is the shared `JsonList` for its text (not parsed
@@ -174,7 +196,7 @@ def parse_chat_body(
     if len(raw) > 2 * limits.max_json_elements:
         count_elements(raw, limits.max_json_elements)
     body = _decode_fields(_split_fields(raw), tool_lists, held)
-    check_fields(body, limits)
+    check(body, limits)
     return body
 
 
@@ -219,6 +241,20 @@ def check_fields(body: dict[str, Any], limits: BodyLimits) -> None:
     for name in ("tools", "functions"):
         check_length(name, body.get(name), limits.max_tools)
     check_stream_options(body.get("stream_options"))
+
+
+def check_responses_fields(body: dict[str, Any], limits: BodyLimits) -> None:
+    """The Responses API fields the proxy reads: `input` (a string or items), `stream`."""
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidRequest("Invalid type for 'stream': expected a boolean.", param="stream")
+    given = body.get("input")
+    if given is not None and not isinstance(given, str | list):
+        raise InvalidRequest(
+            "Invalid type for 'input': expected a string or an array of input items.",
+            param="input",
+        )
+    check_length("tools", body.get("tools"), limits.max_tools)
 
 
 def check_length(name: str, value: Any, limit: int) -> None:

@@ -238,6 +238,11 @@ async def serve(
     metrics_runner = await start_metrics_site(app, metrics)
     tune_gc()
     loop = asyncio.get_running_loop()
+    # The signals are ours before the "listening" line: a supervisor may act on that line.
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload_config, state, config_path)
     logger.info(
         "listening",
         host=listener.host,
@@ -251,10 +256,6 @@ async def serve(
     warning = unauthenticated_warning(runtime)
     if warning is not None:
         logger.warning(warning)
-    stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, reload_config, state, config_path)
     watcher = asyncio.create_task(watch_config(state, config_path)) if watch else None
     try:
         await stop.wait()

@@ -24,10 +24,13 @@ from proxy.errors import ProxyError
 from proxy.observe import (
     AnswerNotObject,
     note_chunk_data,
+    note_response_event,
     observe_completion_json,
     observe_noted_chunks,
+    observe_response_events,
+    observe_response_json,
 )
-from proxy.outgoing import outgoing_request
+from proxy.outgoing import Prepare, outgoing_request
 from proxy.record import RequestRecord
 from proxy.sse import EventSplitter, event_data
 from proxy.upstream import Upstreams
@@ -53,14 +56,20 @@ class ShadowSender:
         self.tasks: set[asyncio.Task[None]] = set()
         self.outcomes: Counter[tuple[str, str]] = Counter()
 
-    def maybe_send(self, route: Route, body: dict[str, Any], request_id: str) -> None:
+    def maybe_send(
+        self,
+        route: Route,
+        body: dict[str, Any],
+        request_id: str,
+        prepare: Prepare = outgoing_request,
+    ) -> None:
         shadow = route.shadow
         if shadow is None or self.rng() >= shadow.sample:
             return
         if len(self.tasks) >= self.max_in_flight:
             self._count(route.name, "dropped")
             return
-        task = asyncio.create_task(self._run(route.name, shadow, body, request_id))
+        task = asyncio.create_task(self._run(route.name, shadow, body, request_id, prepare))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -74,19 +83,29 @@ class ShadowSender:
         if self.on_outcome is not None:
             self.on_outcome(route, outcome)
 
-    async def _run(self, route: str, target: Target, body: dict[str, Any], request_id: str) -> None:
+    async def _run(
+        self,
+        route: str,
+        target: Target,
+        body: dict[str, Any],
+        request_id: str,
+        prepare: Prepare,
+    ) -> None:
         record = RequestRecord(request_id=request_id, path="shadow")
         outcome = "error"
         try:
-            outgoing = outgoing_request(target, body).body
-            answer = await self.upstreams.send(target, outgoing, f"{request_id}-shadow")
+            outgoing = prepare(target, body)
+            answer = await self.upstreams.send(
+                target, outgoing.body, f"{request_id}-shadow", outgoing.api
+            )
             try:
                 record.status = answer.status
                 raw = await answer.read(MAX_SHADOW_ANSWER_BYTES)
             finally:
                 await answer.close()
             if answer.status < 400:
-                _observe_answer(record, raw, streamed=outgoing.get("stream") is True)
+                streamed = outgoing.body.get("stream") is True
+                _observe_answer(record, raw, streamed, outgoing.api)
                 outcome = "ok"
         except asyncio.CancelledError:
             outcome = "cancelled"
@@ -114,15 +133,17 @@ class ShadowSender:
             )
 
 
-def _observe_answer(record: RequestRecord, raw: bytes, streamed: bool) -> None:
-    """Read the shadow's answer for the comparison (a whole body: nothing waits on it)."""
+def _observe_answer(record: RequestRecord, raw: bytes, streamed: bool, api: str) -> None:
+    """Read the shadow's answer for the comparison (a whole body: nothing waits on it), in
+    the wire format of the API it was sent to."""
+    responses = api == "responses"
     if not streamed:
         # An answer that is not a JSON object reports nothing.
         with contextlib.suppress(jsonutil.JSONDecodeError, AnswerNotObject):
-            observe_completion_json(record, raw)
+            (observe_response_json if responses else observe_completion_json)(record, raw)
         return
     for event in EventSplitter(max_event_bytes=len(raw) + 1).feed(raw + b"\n\n"):
         data = event_data(event)
         if data is not None:
-            note_chunk_data(record, data)
-    observe_noted_chunks(record)
+            (note_response_event if responses else note_chunk_data)(record, data)
+    (observe_response_events if responses else observe_noted_chunks)(record)

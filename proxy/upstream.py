@@ -186,6 +186,21 @@ def chat_url(upstream: UpstreamConfig, model: str) -> str:
     raise TypeError(f"no URL for upstream kind {upstream.kind}")
 
 
+def responses_url(upstream: UpstreamConfig) -> str:
+    """The Responses API URL of an HTTP upstream (the model goes in the body)."""
+    if isinstance(upstream, AzureUpstream):
+        # Azure serves the Responses API only in its v1 form, whatever `api_version` says.
+        base = upstream.base_url.rstrip("/").removesuffix("/openai/v1").removesuffix("/openai")
+        return f"{base}/openai/v1/responses"
+    if isinstance(upstream, OpenAIUpstream | CompatibleUpstream):
+        return upstream.base_url.rstrip("/") + "/responses"
+    raise TypeError(f"no URL for upstream kind {upstream.kind}")
+
+
+def api_url(upstream: UpstreamConfig, model: str, api: str) -> str:
+    return responses_url(upstream) if api == "responses" else chat_url(upstream, model)
+
+
 def upstream_key(upstream: UpstreamConfig) -> str:
     """The upstream's key from its environment variable; empty when it has none."""
     env = getattr(upstream, "api_key_env", None)
@@ -220,7 +235,7 @@ class _Endpoint:
     secret: bytes  # the credential's value, redacted from error bodies (empty: none)
 
 
-def _endpoint(upstream: UpstreamConfig, upstream_name: str, model: str) -> _Endpoint:
+def _endpoint(upstream: UpstreamConfig, upstream_name: str, model: str, api: str) -> _Endpoint:
     credential = auth_headers(upstream)
     missing_key = None
     if credential is None:
@@ -230,7 +245,7 @@ def _endpoint(upstream: UpstreamConfig, upstream_name: str, model: str) -> _Endp
         )
     return _Endpoint(
         upstream=upstream,
-        url=yarl.URL(chat_url(upstream, model)),
+        url=yarl.URL(api_url(upstream, model, api)),
         headers={
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
@@ -260,7 +275,7 @@ class Upstreams:
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
         # Filled from the config, not from traffic: counted in entries, each as one byte.
-        self._endpoints: BoundedCache[tuple[int, str, str], _Endpoint] = BoundedCache(
+        self._endpoints: BoundedCache[tuple[int, str, str, str], _Endpoint] = BoundedCache(
             _one, MAX_ENDPOINTS, MAX_ENDPOINTS
         )
 
@@ -285,26 +300,29 @@ class Upstreams:
         """The pool's session (None before `start` and after `close`), for leak checks."""
         return self._session
 
-    async def send(self, target: Target, body: dict[str, Any], request_id: str) -> UpstreamResponse:
-        """Send `body` to the target's upstream; raise a `ProxyError` if no answer starts."""
+    async def send(
+        self, target: Target, body: dict[str, Any], request_id: str, api: str = "chat"
+    ) -> UpstreamResponse:
+        """Send `body` to the target's upstream, at its endpoint of `api` (`chat`, or
+        `responses`); raise a `ProxyError` if no answer starts."""
         if isinstance(target.upstream, MockUpstream):
             serialised(body)  # refused alike, whichever kind the upstream is
-            return await _send_mock(body, request_id)
-        return await self._send_http(target, body, request_id)
+            return await _send_mock(body, request_id, api)
+        return await self._send_http(target, body, request_id, api)
 
-    def _endpoint_for(self, target: Target) -> _Endpoint:
-        key = (id(target.upstream), target.upstream_name, target.model)
+    def _endpoint_for(self, target: Target, api: str) -> _Endpoint:
+        key = (id(target.upstream), target.upstream_name, target.model, api)
         endpoint = self._endpoints.get(key)
         if endpoint is None:
-            endpoint = _endpoint(target.upstream, target.upstream_name, target.model)
+            endpoint = _endpoint(target.upstream, target.upstream_name, target.model, api)
             self._endpoints.put(key, endpoint)
         return endpoint
 
     async def _send_http(
-        self, target: Target, body: dict[str, Any], request_id: str
+        self, target: Target, body: dict[str, Any], request_id: str, api: str
     ) -> UpstreamResponse:
         assert self._session is not None, "Upstreams.start() was not called"
-        endpoint = self._endpoint_for(target)
+        endpoint = self._endpoint_for(target, api)
         if endpoint.missing_key is not None:
             raise UpstreamUnreachable(endpoint.missing_key)
         headers = {
@@ -415,8 +433,9 @@ class _MockAnswer(UpstreamResponse):
             ) from exc
 
 
-async def _send_mock(body: dict[str, Any], request_id: str) -> UpstreamResponse:
+async def _send_mock(body: dict[str, Any], request_id: str, api: str) -> UpstreamResponse:
     # Imported here: the fake model is only needed by configs that use `kind: mock`.
-    from proxy.fake.server import fake_exchange
+    from proxy.fake.server import fake_exchange, fake_responses_exchange
 
-    return _MockAnswer(await fake_exchange(body, {"x-request-id": request_id}))
+    answer = fake_responses_exchange if api == "responses" else fake_exchange
+    return _MockAnswer(await answer(body, {"x-request-id": request_id}))

@@ -607,13 +607,9 @@ def test_a_call_fragment_after_a_later_call_began_is_an_error() -> None:
     assert translator.finished
     assert translator.feed(chunk({"content": "more"})) == b""
     assert translator.done() == b""
-    assert events(stream)[-1] == {
-        "type": "error",
-        "sequence_number": 8,
-        "code": "upstream_error",
-        "message": "The upstream streamed tool call 0 again after a later call began.",
-        "param": None,
-    }
+    assert events(stream)[-1] == error_event(
+        8, "upstream_error", "The upstream streamed tool call 0 again after a later call began."
+    )
 
 
 def test_a_call_whose_id_repeats_in_every_delta_is_one_item() -> None:
@@ -645,15 +641,25 @@ def test_a_name_that_comes_after_the_first_delta_still_names_the_call() -> None:
     assert found[-1]["response"]["output"][0]["name"] == "f"
 
 
+def error_event(sequence: int, code: str, message: str) -> dict[str, Any]:
+    """The `error` event: `ResponseErrorEvent`'s fields, and the error object under `error`
+    (what makes the SDK raise `APIError`)."""
+    error = {"message": message, "type": "server_error", "param": None, "code": code}
+    return {
+        "type": "error",
+        "sequence_number": sequence,
+        "code": code,
+        "message": message,
+        "param": None,
+        "error": error,
+    }
+
+
 def test_a_broken_upstream_ends_with_an_error_event_and_no_response() -> None:
     found = translate([chunk({"content": "It "})], end="fail")
-    assert found[-1] == {
-        "type": "error",
-        "sequence_number": 5,
-        "code": "upstream_error",
-        "message": "The upstream ended the stream before [DONE].",
-        "param": None,
-    }
+    assert found[-1] == error_event(
+        5, "upstream_error", "The upstream ended the stream before [DONE]."
+    )
     assert not any(e["type"].startswith("response.completed") for e in found)
 
 
@@ -668,13 +674,7 @@ def test_an_upstream_error_chunk_ends_with_an_error_event() -> None:
         }
     }
     found = events(translator.feed(chunk({"content": "It"})) + translator.feed(upstream_error))
-    assert found[-1] == {
-        "type": "error",
-        "sequence_number": 5,
-        "code": "server_error",
-        "message": "CUDA out of memory",
-        "param": None,
-    }
+    assert found[-1] == error_event(5, "server_error", "CUDA out of memory")
     assert translator.error is not None
     assert (translator.error.message, translator.error.reason) == (
         "CUDA out of memory",
@@ -858,12 +858,14 @@ async def test_sdk_sees_a_broken_stream_as_an_error_event(
     sdk: tuple[openai.AsyncOpenAI, Any],
 ) -> None:
     client, _ = sdk
-    async with client.responses.stream(model="broken", input="hi") as stream:
-        received = [event async for event in stream]
-        with pytest.raises(RuntimeError, match=r"response\.completed"):
-            await stream.get_final_response()
-    assert received[-1].type == "error"
-    assert (received[-1].code, received[-1].message) == (
-        "upstream_error",
-        "The upstream ended the stream before [DONE].",
-    )
+    received: list[str] = []
+
+    async def read_all() -> None:
+        async with client.responses.stream(model="broken", input="hi") as stream:
+            async for event in stream:
+                received.append(event.type)
+
+    with pytest.raises(openai.APIError, match=r"before \[DONE\]"):  # at the error event
+        await read_all()
+    assert received[:2] == ["response.created", "response.in_progress"]
+    assert "error" not in received  # raised, not yielded

@@ -180,3 +180,42 @@ def test_check_prints_error_lines_and_exits_1(
 def test_the_shipped_configs_are_valid(name: str) -> None:
     runtime = load_config(REPO / "policies" / name)
     assert "support-agent" in runtime.routes
+
+
+@pytest.mark.parametrize("where", ["config", "policy"])
+def test_a_key_given_twice_is_an_error_naming_it_and_both_lines(tmp_path: Path, where: str) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    config = (
+        "upstreams: {local: {kind: mock}}\n"
+        "routes:\n"
+        "  chat:\n"
+        "    variants: [{name: v, upstream: local, model: m, policy: p}]\n"
+    )
+    policy = "tools:\n  mode: passthrough\nvalidate_arguments: true\n"
+    if where == "config":
+        config += "routes:\n  other: {variants: [{name: v, upstream: local, model: m}]}\n"
+    else:
+        policy += "tools:\n  mode: passthrough\n  unknown: pass\n"
+    (tmp_path / "tuned-proxy.yaml").write_text(config)
+    (policies / "p.yaml").write_text(policy)
+    with pytest.raises(ConfigError) as refused:
+        load_config(tmp_path / "tuned-proxy.yaml")
+    (line,) = refused.value.errors
+    if where == "config":
+        assert "duplicate key 'routes' (lines 2 and 5)" in line
+        assert line.startswith(str(tmp_path / "tuned-proxy.yaml"))
+    else:
+        assert "duplicate key 'tools' (lines 1 and 4)" in line
+        assert line.startswith(str(tmp_path / "policies" / "p.yaml"))
+
+
+def test_merge_keys_are_not_duplicates(tmp_path: Path) -> None:
+    (tmp_path / "tuned-proxy.yaml").write_text(
+        "upstreams:\n"
+        "  base: &base {kind: compatible, base_url: 'http://127.0.0.1:1/v1'}\n"
+        "  other: {<<: *base, timeout_s: 5}\n"
+        "routes: {chat: {variants: [{name: v, upstream: other, model: m}]}}\n"
+    )
+    runtime = load_config(tmp_path / "tuned-proxy.yaml")
+    assert runtime.config.upstreams["other"].timeout_s == 5

@@ -10,8 +10,9 @@ import pytest
 
 from proxy.relay import error_body_for_client, in_client_numbering
 from proxy.rewrite.result import SYSTEM_PROMPT_INSERTED, SYSTEM_PROMPT_REPLACED, Change
-from tests.conftest import FakeUpstream, RunningProxy, StartProxy, basic_config
-from tests.test_faults import exchange
+from tests.support.configs import basic_config
+from tests.support.http import exchange
+from tests.support.servers import FakeUpstream, RunningProxy, StartProxy
 
 
 def error(message: str, param: str | None) -> dict[str, Any]:

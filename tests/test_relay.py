@@ -160,16 +160,26 @@ def test_an_error_event_is_neither_translated_nor_stripped() -> None:
     assert stream.saw_error
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by this suite: only data starting with the exact bytes '{\"error\"' is "
-    "taken for an error event, so '{ \"error\"' passes unredacted and uncounted",
+@pytest.mark.parametrize(
+    "event",
+    [
+        b'data: { "error": {"message": "key SECRET"}}\n\n',
+        b'data: {"object": "error", "error": {"message": "key SECRET"}}\n\n',
+        b'data: {\ndata:   "error": {"message": "key SECRET"}\ndata: }\n\n',
+    ],
+    ids=["spaced", "not-first", "pretty"],
 )
-def test_an_error_event_with_a_space_after_its_brace_is_redacted() -> None:
-    event = b'data: { "error": {"message": "key ' + SECRET + b'"}}\n\n'
+def test_an_error_event_in_any_spacing_or_key_order_is_redacted(event: bytes) -> None:
     stream = relay(secret=SECRET)
-    assert SECRET not in stream._forward([event])
+    assert SECRET not in stream._forward([event.replace(b"SECRET", SECRET)])
     assert stream.saw_error
+
+
+def test_an_error_word_in_a_content_chunk_is_not_an_error_event() -> None:
+    chunk = b'data: {"id":"c1","choices":[{"index":0,"delta":{"content":"error"}}]}\n\n'
+    stream = relay()
+    assert stream._forward([chunk]) == chunk
+    assert not stream.saw_error
 
 
 # ----------------------------------------------------------------------------- garbage
