@@ -133,3 +133,40 @@ def test_demo_runs_and_shows_every_step() -> None:
     assert {"ft-full", "ft-slim", "ft-params"} <= set(rows)
     # the slim variants cost fewer prompt tokens per request than the full definitions
     assert int(rows["ft-params"][2]) < int(rows["ft-full"][2])
+
+
+def test_rewrite_takes_a_responses_body_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`input` instead of `messages`: the Responses rewrite, flat tools made identical (the
+    example upstream is the in-process mock, which speaks the Responses API natively)."""
+    flat = [
+        {"type": "function", **tool["function"], "description": "edited"}
+        for tool in SUPPORT_TOOLS[:2]
+    ]
+    path = tmp_path / "responses.json"
+    path.write_text(
+        json.dumps({"model": "support-agent", "input": "Where is my order?", "tools": flat})
+    )
+    code = main(
+        [
+            "rewrite",
+            "-c",
+            str(EXAMPLE),
+            "--model",
+            "support-agent",
+            "--variant",
+            "ft-full",
+            str(path),
+        ]
+    )
+    assert code == 0
+    captured = capsys.readouterr()
+    body = json.loads(captured.out)
+    assert [tool["name"] for tool in body["tools"]] == [
+        t["function"]["name"] for t in SUPPORT_TOOLS[:2]
+    ]
+    assert body["tools"][0]["description"] == SUPPORT_TOOLS[0]["function"]["description"]
+    assert "instructions" in body  # the training system prompt, where chat has a system message
+    assert captured.err.startswith("Responses API: route support-agent → variant ft-full")
+    assert "tools_identical" in captured.err

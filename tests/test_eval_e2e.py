@@ -437,3 +437,26 @@ async def test_the_command_runs_on_the_shipped_example_set(tmp_path: Path) -> No
     assert tokens["ft-slim"] < tokens["ft-full"]
     assert tokens["ft-params"] < tokens["ft-full"]
     assert "ft-bias" in stdout.decode()
+
+
+async def test_the_responses_api_gives_the_fine_tune_the_same_requests(tmp_path: Path) -> None:
+    """`--api responses` replays the same held-out cases through the Responses API: on the fake
+    model, which decides the same for both APIs, every variant scores exactly as on chat."""
+    reports = {}
+    for api in ("chat", "responses"):
+        out = tmp_path / f"{api}.json"
+        process = await run_command(
+            str(POLICIES / "support.heldout.jsonl"), "-c", str(POLICIES / "tuned-proxy.eval.yaml"),
+            "--model", "support-agent", "--variants", "ft-full,ft-slim", "--limit", "20",
+            "--api", api, "--json", str(out),
+        )  # fmt: skip
+        _, stderr = await asyncio.wait_for(process.communicate(), 120)
+        assert process.returncode == 0, stderr.decode()
+        reports[api] = json.loads(out.read_text())
+    for chat, responses in zip(
+        reports["chat"]["variants"], reports["responses"]["variants"], strict=True
+    ):
+        assert chat["name"] == responses["name"]
+        assert responses["rates"]["failed"]["count"] == 0
+        assert chat["rates"] == responses["rates"]
+    assert reports["responses"]["cases"]["counted"] == reports["chat"]["cases"]["counted"] > 0

@@ -15,6 +15,7 @@ from tests.support.configs import basic_config
 from tests.support.keys import CLIENT_KEY
 from tests.support.metrics import samples_of, total
 from tests.support.servers import FakeUpstream, RunningProxy, StartProxy
+from tests.support.waiting import eventually
 
 LOOKUP_TOOL = {
     "type": "function",
@@ -202,3 +203,101 @@ async def test_an_agents_sdk_agent_runs_its_tool_loop_through_the_proxy(
     result = await Runner.run(agent, QUESTION)
     assert looked_up
     assert "shipped today" in str(result.final_output)
+
+
+# ----------------------------------------------------------------------------- faults
+
+
+@pytest.fixture
+async def faulty(fake_upstream: FakeUpstream, start_proxy: StartProxy) -> RunningProxy:
+    """Responses routes whose upstream misbehaves (steered by the model name), native and
+    bridged, and one whose native variant fails over to a bridged fallback."""
+    config = basic_config(fake_upstream.url)
+    fake = config["upstreams"]["fake"]
+    config["upstreams"]["native"] = {**fake, "kind": "openai", "responses": "native"}
+    config["upstreams"]["bridge"] = {**fake, "responses": "bridge"}
+    for mode in ("native", "bridge"):
+        for fault in ("stream-cut", "stream-error", "error-503", "bad-json"):
+            config["routes"][f"{mode}-{fault}"] = {
+                "variants": [{"name": "v", "upstream": mode, "model": f"ft-{fault}"}]
+            }
+    config["routes"]["failover"] = {
+        "variants": [{"name": "v", "upstream": "native", "model": "ft-error-503"}],
+        "fallback": [{"upstream": "bridge", "model": "ft-model", "policy": "support-full"}],
+    }
+    return await start_proxy(config)
+
+
+@pytest.mark.parametrize("mode", ["native", "bridge"])
+@pytest.mark.parametrize("fault", ["stream-cut", "stream-error"])
+async def test_a_stream_that_breaks_ends_with_an_error_the_sdk_raises(
+    faulty: RunningProxy, mode: str, fault: str
+) -> None:
+    client = faulty.client()
+    seen: list[str] = []
+
+    async def read_all() -> None:
+        async with client.responses.stream(model=f"{mode}-{fault}", input="Hello") as stream:
+            async for event in stream:
+                seen.append(event.type)
+
+    if (mode, fault) == ("native", "stream-error"):
+        # Relayed untouched: the fake's event has `ResponseErrorEvent`'s shape, which the SDK
+        # yields rather than raises.
+        await read_all()
+        assert seen[-1] == "error"
+    else:
+        with pytest.raises(openai.APIError):  # the proxy's own error event, or the bridge's
+            await read_all()
+    assert seen[0] == "response.created"
+    samples = samples_of(faulty)
+    reason = "broken_stream" if fault == "stream-cut" else "error_event"
+    assert total(samples, "tuned_proxy_upstream_errors_total", reason=reason) == 1
+
+
+@pytest.mark.parametrize("mode", ["native", "bridge"])
+async def test_upstream_errors_reach_the_client_as_the_sdk_expects(
+    faulty: RunningProxy, mode: str
+) -> None:
+    client = faulty.client()
+    with pytest.raises(openai.InternalServerError):
+        await client.responses.create(model=f"{mode}-error-503", input="Hello")
+    with pytest.raises(openai.APIStatusError) as broken:
+        await client.responses.create(model=f"{mode}-bad-json", input="Hello")
+    assert broken.value.status_code == 502
+
+
+async def test_a_native_failure_falls_back_to_a_bridged_target(
+    faulty: RunningProxy, fake_upstream: FakeUpstream
+) -> None:
+    client = faulty.client()
+    response = await client.responses.with_raw_response.create(
+        model="failover", input=QUESTION, tools=[LOOKUP_TOOL]
+    )
+    assert response.headers["x-tuned-proxy-variant"] == "fallback-1"
+    parsed = response.parse()
+    assert [item.type for item in parsed.output] == ["function_call"]
+    assert fake_upstream.received[-2].path.endswith("/responses")
+    assert fake_upstream.last.path.endswith("/chat/completions")
+    samples = samples_of(faulty)
+    assert total(samples, "tuned_proxy_fallbacks_total", route="failover") == 1
+
+
+async def test_a_shadow_copy_of_a_responses_request_is_read_in_its_api(
+    fake_upstream: FakeUpstream, start_proxy: StartProxy
+) -> None:
+    config = basic_config(fake_upstream.url)
+    fake = config["upstreams"]["fake"]
+    config["upstreams"]["native"] = {**fake, "kind": "openai", "responses": "native"}
+    config["routes"]["shadowed"] = {
+        "variants": [{"name": "v", "upstream": "native", "model": "ft-model"}],
+        "shadow": {"upstream": "fake", "model": "ft-teacher", "sample": 1.0},
+    }
+    proxy = await start_proxy(config)
+    client = proxy.client()
+    await client.responses.create(model="shadowed", input=QUESTION, tools=[LOOKUP_TOOL])
+    shadows = proxy.app[STATE].shadows
+    await eventually(lambda: sum(shadows.outcomes.values()) == 1, "the shadow copy ended")
+    assert shadows.outcomes[("shadowed", "ok")] == 1
+    teacher = next(seen for seen in fake_upstream.received if seen.body["model"] == "ft-teacher")
+    assert teacher.path.endswith("/chat/completions")  # the shadow's upstream is bridged

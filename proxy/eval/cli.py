@@ -96,6 +96,12 @@ def add_eval_parser(commands: Any) -> None:
         "--limit", type=_positive_int, metavar="N", help="read only the first N examples"
     )
     parser.add_argument(
+        "--api",
+        choices=["chat", "responses"],
+        default="chat",
+        help="replay through chat completions (default) or the Responses API",
+    )
+    parser.add_argument(
         "--json", metavar="OUT", help="also write the report as JSON to OUT ('-': stdout)"
     )
     parser.set_defaults(run=run_eval_command)
@@ -151,6 +157,7 @@ def _prepare(args: argparse.Namespace) -> tuple[Runtime, EvalSettings, CaseSet]:
         retries=max(0, args.retries),
         temperature=args.temperature,
         max_tokens=args.max_tokens,
+        api=args.api,
     )
     return runtime, settings, case_set
 

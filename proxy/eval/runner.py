@@ -33,10 +33,14 @@ from proxy.arguments import ArgumentChecker, full_schemas
 from proxy.config import Route, Runtime, Target
 from proxy.eval.cases import EvalCase
 from proxy.eval.compare import FAILED, AnsweredCall, Verdict, score_text_turn, score_tool_turn
+from proxy.eval.responses import answered_calls as responses_calls
+from proxy.eval.responses import responses_request
 from proxy.routing import VARIANT_HEADER
 from proxy.server import bound_port, start_site
 
 MAX_ERROR_CHARS = 300
+# What an answer gives the judge: its calls, then its prompt and completion tokens.
+Answer = tuple[tuple[AnsweredCall, ...], int | None, int | None]
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class EvalSettings:
     retries: int = 0  # the SDK's own retries (429, 5xx, connection errors); 0 counts every failure
     temperature: float | None = None  # None: the request carries none, as the example had none
     max_tokens: int | None = None
+    api: str = "chat"  # `responses`: each case replayed through the Responses API
 
 
 @dataclass(frozen=True)
@@ -128,29 +133,63 @@ class EvalRun:
     async def ask(self, client: openai.AsyncOpenAI, case: EvalCase, variant: str) -> Outcome:
         """Send one case to one variant and judge the answer; a failure is an outcome too."""
         started = time.perf_counter()
+        headers = {VARIANT_HEADER: variant, "x-request-id": f"eval-{case.id}"}
         try:
             async with asyncio.timeout(self.settings.timeout_s):
-                completion = await client.chat.completions.create(
-                    **self.request(case),
-                    extra_headers={VARIANT_HEADER: variant, "x-request-id": f"eval-{case.id}"},
-                )
+                if self.settings.api == "responses":
+                    answer = await self.ask_responses(client, case, headers)
+                else:
+                    answer = await self.ask_chat(client, case, headers)
         except (openai.OpenAIError, TimeoutError) as exc:
             latency = time.perf_counter() - started
             return Outcome(case, variant, FAILED, error=describe_failure(exc), latency_s=latency)
         latency = time.perf_counter() - started
-        if not completion.choices:
-            error = "the answer has no choices"
-            return Outcome(case, variant, FAILED, error=error, latency_s=latency)
-        calls = answered_calls(completion.choices[0].message)
-        usage = completion.usage
+        if isinstance(answer, str):
+            return Outcome(case, variant, FAILED, error=answer, latency_s=latency)
+        calls, prompt_tokens, completion_tokens = answer
         return Outcome(
             case,
             variant,
             self.judge(case, calls, self.target(variant)),
             calls=calls,
-            prompt_tokens=usage.prompt_tokens if usage else None,
-            completion_tokens=usage.completion_tokens if usage else None,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
             latency_s=latency,
+        )
+
+    async def ask_chat(
+        self, client: openai.AsyncOpenAI, case: EvalCase, headers: dict[str, str]
+    ) -> Answer | str:
+        """The calls and token counts of the chat answer, or what was wrong with it."""
+        completion = await client.chat.completions.create(
+            **self.request(case), extra_headers=headers
+        )
+        if not completion.choices:
+            return "the answer has no choices"
+        usage = completion.usage
+        return (
+            answered_calls(completion.choices[0].message),
+            usage.prompt_tokens if usage else None,
+            usage.completion_tokens if usage else None,
+        )
+
+    async def ask_responses(
+        self, client: openai.AsyncOpenAI, case: EvalCase, headers: dict[str, str]
+    ) -> Answer | str:
+        """The same case through the Responses API (see `eval.responses`)."""
+        chat = self.request(case)
+        body = responses_request({"messages": chat["messages"], **chat["extra_body"]})
+        response = await client.responses.create(
+            model=chat["model"],
+            input=body.pop("input"),
+            extra_body=body,
+            extra_headers=headers,
+        )
+        usage = response.usage
+        return (
+            responses_calls(response),
+            usage.input_tokens if usage else None,
+            usage.output_tokens if usage else None,
         )
 
     def request(self, case: EvalCase) -> dict[str, Any]:

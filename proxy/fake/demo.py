@@ -1,7 +1,8 @@
 """`tuned-proxy demo`: the proxy on the built-in fake model, driven by the real `openai` SDK.
 
 It starts the proxy with the example config on a free loopback port, sends a plain question, a
-tool call, a stream and a legacy `functions` request, then the same request to each variant of
+tool call, a stream, a legacy `functions` request and a Responses API request, then the same
+request to each variant of
 the support agent, and prints what was routed, what the rewrite did and the prompt tokens each
 variant costs. It needs no keys and no network, and exits 1 if any step fails.
 """
@@ -23,7 +24,7 @@ from proxy import jsonutil
 from proxy.app import build_app
 from proxy.config import Runtime, examples_dir, load_config
 from proxy.logs import configure_logging
-from proxy.outgoing import outgoing_request
+from proxy.outgoing import outgoing_request, outgoing_responses_request
 from proxy.routing import VARIANT_HEADER
 from proxy.server import bound_port, start_site
 
@@ -151,6 +152,27 @@ class Demo:
             )
         )
 
+    async def responses(self) -> None:
+        """The same question through the Responses API (the OpenAI Agents SDK's default): the
+        policy applies to its flat tools too."""
+        flat: Any = [{"type": "function", **tool["function"]} for tool in self.tools]
+        raw = await self.client.responses.with_raw_response.create(
+            model=ROUTE, input=QUESTION, tools=flat, extra_headers={"x-user-id": "demo-user-1"}
+        )
+        response = raw.parse()
+        calls = [item for item in response.output if item.type == "function_call"]
+        outcome = ", ".join(f"{call.name}({call.arguments})" for call in calls)[:70]
+        variant = raw.headers["x-tuned-proxy-variant"]
+        self.rows.append(
+            Row(
+                "Responses API",
+                variant,
+                outcome or f"text: {response.output_text[:50]!r}",
+                response.usage.input_tokens if response.usage else "-",
+                self.rewrite_note(variant, responses=True),
+            )
+        )
+
     async def compare_variants(self) -> None:
         for variant in self.runtime.routes[ROUTE].variants:
             completion = await self.client.chat.completions.create(
@@ -169,17 +191,22 @@ class Demo:
                 )
             )
 
-    def rewrite_note(self, variant_name: str) -> str:
+    def rewrite_note(self, variant_name: str, responses: bool = False) -> str:
         """What the variant's policy does to this request (the same rewrite the proxy ran)."""
         variant = self.runtime.routes[ROUTE].variant(variant_name)
         if variant is None:
             return ""
-        body = {
-            "model": ROUTE,
-            "messages": [{"role": "user", "content": QUESTION}],
-            "tools": self.tools,
-        }
-        result = outgoing_request(variant, body)
+        if responses:
+            flat = [{"type": "function", **tool["function"]} for tool in self.tools]
+            body = {"model": ROUTE, "input": QUESTION, "tools": flat}
+            result = outgoing_responses_request(variant, body)
+        else:
+            body = {
+                "model": ROUTE,
+                "messages": [{"role": "user", "content": QUESTION}],
+                "tools": self.tools,
+            }
+            result = outgoing_request(variant, body)
         actions = Counter(change.action for change in result.changes)
         summary = ", ".join(f"{a}×{n}" if n > 1 else a for a, n in sorted(actions.items()))
         removed = result.tool_bytes_removed
@@ -252,6 +279,7 @@ async def run_demo() -> int:
         demo.tool_call,
         demo.stream,
         demo.legacy,
+        demo.responses,
         demo.compare_variants,
     ]
     failures = 0
