@@ -29,6 +29,7 @@ from proxy.recording import record_abandoned, record_request
 from proxy.replies import SERVER_NAME, error_response, hand_over
 from proxy.shadow import ShadowSender
 from proxy.state import RECORD, STATE, ProxyState
+from proxy.text_bias import TextBiasResolver
 from proxy.upstream import Upstreams
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -241,13 +242,21 @@ def build_app(
     shadows = ShadowSender(
         upstreams, runtime.config.server.shadow_max_in_flight, on_outcome=meters.observe_shadow
     )
-    state = ProxyState(runtime=runtime, upstreams=upstreams, shadows=shadows, metrics=meters)
+    state = ProxyState(
+        runtime=runtime,
+        upstreams=upstreams,
+        shadows=shadows,
+        metrics=meters,
+        text_bias=TextBiasResolver(upstreams),
+    )
     meters.in_flight.set_function(lambda: state.in_flight)
     app[STATE] = state
 
     async def upstream_session(app: web.Application) -> AsyncIterator[None]:
         await upstreams.start()
+        state.text_bias.start(state.runtime, state.replace_runtime)
         yield
+        state.text_bias.stop()
         await shadows.close()
         await upstreams.close()
 

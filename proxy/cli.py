@@ -8,6 +8,7 @@ import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from proxy import __version__
 from proxy.config import Route, Runtime, Target, default_config_path, load_config
@@ -31,40 +32,44 @@ def _load_or_report(path: Path) -> Runtime | None:
         return None
 
 
-def describe_target(target: Target) -> str:
-    return f"{target.upstream_name}/{target.model} policy={target.policy.name}"
-
-
-def describe_route(route: Route) -> list[str]:
-    total = sum(v.weight for v in route.variants)
-    lines = [
-        f"route {route.name}: sticky={route.sticky or 'none'}"
-        f" variant_override={'allowed' if route.allow_variant_override else 'ignored'}"
-    ]
-    for variant in route.variants:
-        share = 100 * variant.weight / total
-        lines.append(f"  variant {variant.name:<16} {share:6.2f}%  {describe_target(variant)}")
-    for position, target in enumerate(route.fallback, start=1):
-        lines.append(f"  fallback {position}: {describe_target(target)}")
-    if route.shadow is not None:
-        lines.append(
-            f"  shadow {100 * route.shadow.sample:.2f}% of requests: "
-            f"{describe_target(route.shadow)}"
-        )
-    return lines
-
-
 def cmd_check(args: argparse.Namespace) -> int:
+    from proxy.checking import report, warnings
+
     path = _config_path(args)
     runtime = _load_or_report(path)
     if runtime is None:
         return 1
     print(f"{path}: ok")
-    for route in runtime.routes.values():
-        print("\n".join(describe_route(route)))
-    policies = sorted(name for name in runtime.policies if name != "passthrough")
-    print(f"policies: {', '.join(policies) or 'none'}")
+    print("\n".join(report(runtime)))
+    for warning in warnings(runtime):
+        print(f"warning: {warning}")
+    if args.resolve:
+        return resolve_text_bias(runtime)
     return 0
+
+
+def resolve_text_bias(runtime: Runtime) -> int:
+    """`check --resolve`: ask the upstreams' tokenizers for the policies' texts now."""
+    from proxy.checking import describe_resolution
+    from proxy.text_bias import resolve, text_targets
+    from proxy.upstream import Upstreams
+
+    targets = text_targets(runtime)
+    if not targets:
+        print("logit_bias.text: no policy biases by text")
+        return 0
+
+    async def ask() -> Any:
+        upstreams = Upstreams()
+        await upstreams.start()
+        try:
+            return await resolve(upstreams, targets)
+        finally:
+            await upstreams.close()
+
+    resolution = asyncio.run(ask())
+    print("\n".join(describe_resolution(resolution)))
+    return 1 if resolution.unreachable else 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -229,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="validate the config and its policies")
     check.add_argument("-c", "--config", help="config file (default: tuned-proxy.yaml, else demo)")
+    check.add_argument(
+        "--resolve",
+        action="store_true",
+        help="also ask the upstreams' tokenizers for the token ids of logit_bias.text",
+    )
     check.set_defaults(run=cmd_check)
 
     mock = commands.add_parser("mock-upstream", help="serve the built-in fake model alone")

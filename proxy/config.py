@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from proxy.errors import ConfigError, validation_messages
 from proxy.policies import load_policy
 from proxy.request import BodyLimits
+from proxy.rewrite.capabilities import SERVER_CAPABILITIES, Capabilities, Server
 from proxy.rewrite.policy import PASSTHROUGH, Policy
 from proxy.yamlfile import read_yaml_mapping
 
@@ -93,14 +94,36 @@ class ServerConfig(_Strict):
         return self
 
 
+class CapabilitiesConfig(_Strict):
+    """Overrides of the levers the upstream's `server` is known to honour (None: as known)."""
+
+    named_tool_choice: StrictBool | None = None
+    tool_choice_required: StrictBool | None = None
+    logit_bias: StrictBool | None = None
+    parallel_tool_calls: StrictBool | None = None
+    strict: StrictBool | None = None
+    stream_usage: StrictBool | None = None
+    tokenize: StrictBool | None = None
+
+
+# The server an upstream kind is, unless it says: `compatible` servers differ, so "other"
+# (OpenAI's levers) until the operator names one.
+_KIND_SERVER = {"openai": "openai", "azure": "azure", "compatible": "other", "mock": "mock"}
+
+
 class _UpstreamBase(_Strict):
     timeout_s: float = Field(300.0, gt=0, description="deadline for the whole exchange")
     connect_timeout_s: float = Field(10.0, gt=0)
     idle_timeout_s: float = Field(
         60.0, gt=0, description="longest wait for the next bytes (first byte included)"
     )
-    stream_usage: bool = Field(
-        True, description="ask streams for their usage chunk (servers without stream_options: off)"
+    server: Server | None = Field(
+        None, description="the server software, which sets its known capabilities"
+    )
+    capabilities: CapabilitiesConfig = CapabilitiesConfig()
+    # Kept from before `capabilities`: the same as `capabilities.stream_usage`.
+    stream_usage: bool | None = Field(
+        None, description="ask streams for their usage chunk (servers without stream_options: off)"
     )
     responses: Literal["native", "bridge"] | None = Field(
         None,
@@ -108,6 +131,17 @@ class _UpstreamBase(_Strict):
         "translated to chat completions (bridge); default native for openai, azure and mock, "
         "bridge for compatible",
     )
+
+    @property
+    def server_name(self) -> str:
+        kind: str = getattr(self, "kind")  # noqa: B009 (each subclass has one)
+        return self.server or _KIND_SERVER[kind]
+
+    def effective_capabilities(self) -> Capabilities:
+        """The server's known capabilities, with the config's overrides."""
+        known = SERVER_CAPABILITIES[self.server_name]
+        legacy = known.with_overrides(stream_usage=self.stream_usage)
+        return legacy.with_overrides(**self.capabilities.model_dump())
 
     @property
     def responses_mode(self) -> Literal["native", "bridge"]:
@@ -249,6 +283,8 @@ class _Linker:
         self.config = config
         self.policies_dir = (path.parent / config.policies_dir).resolve()
         self.policies: dict[str, Policy] = {"passthrough": PASSTHROUGH}
+        # Each policy as served on each kind of server, made once and shared by the targets.
+        self.served: dict[tuple[str, Capabilities], Policy] = {}
         self.errors: list[str] = []
 
     def error(self, where: str, message: str) -> None:
@@ -279,12 +315,26 @@ class _Linker:
             known = ", ".join(sorted(self.config.upstreams)) or "none"
             self.error(f"{where}.upstream", f"unknown upstream {spec.upstream!r} (known: {known})")
             upstream = MockUpstream(kind="mock")
+        policy = self.policy(spec.policy, f"{where}.policy")
+        capabilities = upstream.effective_capabilities()
+        served = self.served.setdefault(
+            (policy.name, capabilities), policy.serving_on(capabilities)
+        )
+        bias = policy.spec.logit_bias
+        if bias is not None and bias.text and not capabilities.tokenize:
+            self.error(
+                f"{where}.policy",
+                f"policy {policy.name!r} biases by text (logit_bias.text), which needs the "
+                f"upstream's tokenizer; upstream {spec.upstream!r} (server "
+                f"{upstream.server_name}) has none: bias by token id, or set "
+                "capabilities.tokenize: true if it serves POST /tokenize",
+            )
         return Target(
             name=spec.name or default_name,
             upstream_name=spec.upstream,
             upstream=upstream,
             model=spec.model,
-            policy=self.policy(spec.policy, f"{where}.policy"),
+            policy=served,
             weight=spec.weight if isinstance(spec, VariantConfig) else 0.0,
             sample=spec.sample if isinstance(spec, ShadowConfig) else 0.0,
         )

@@ -49,7 +49,7 @@ def outgoing_request(target: Target, body: dict[str, Any]) -> Outgoing:
     """`body` rewritten by the target's policy, for its model (`body` is left untouched)."""
     result = rewrite(body, target.policy)
     result.body["model"] = target.model
-    strip_usage = target.upstream.stream_usage and ask_for_stream_usage(result.body)
+    strip_usage = target.policy.capabilities.stream_usage and ask_for_stream_usage(result.body)
     return Outgoing(result.body, result.changes, result.legacy_functions, strip_usage)
 
 

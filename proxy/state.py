@@ -19,6 +19,7 @@ from proxy.metrics import Metrics
 from proxy.record import RequestRecord
 from proxy.request import ToolLists
 from proxy.shadow import ShadowSender
+from proxy.text_bias import TextBiasResolver
 from proxy.upstream import Upstreams
 
 
@@ -30,6 +31,7 @@ class ProxyState:
     upstreams: Upstreams
     shadows: ShadowSender
     metrics: Metrics
+    text_bias: TextBiasResolver
     arguments: ArgumentChecker = field(default_factory=ArgumentChecker)
     # Shared across reloads: a list's text means the same under any config.
     tool_lists: ToolLists = field(default_factory=ToolLists)
@@ -46,6 +48,14 @@ class ProxyState:
     # per request (uuid4 reads the OS's random source every time).
     id_prefix: str = field(default_factory=lambda: secrets.token_hex(8))
     id_counter: Iterator[int] = field(default_factory=itertools.count)
+
+    def replace_runtime(self, old: Runtime, new: Runtime) -> bool:
+        """Serve `new` in place of `old`, if `old` still serves (a resolution done in the
+        background must not undo a reload that came meanwhile)."""
+        if self.runtime is not old:
+            return False
+        self.runtime = new
+        return True
 
     def new_request_id(self) -> str:
         return f"req_{self.id_prefix}{next(self.id_counter):08x}"

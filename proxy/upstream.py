@@ -197,6 +197,13 @@ def responses_url(upstream: UpstreamConfig) -> str:
     raise TypeError(f"no URL for upstream kind {upstream.kind}")
 
 
+def tokenize_url(upstream: UpstreamConfig) -> str:
+    """`POST /tokenize` at the server's root: vLLM, SGLang and llama.cpp serve it beside
+    `/v1`, not under it."""
+    base = str(getattr(upstream, "base_url", "")).rstrip("/").removesuffix("/v1")
+    return f"{base}/tokenize"
+
+
 def api_url(upstream: UpstreamConfig, model: str, api: str) -> str:
     return responses_url(upstream) if api == "responses" else chat_url(upstream, model)
 
@@ -317,6 +324,42 @@ class Upstreams:
             endpoint = _endpoint(target.upstream, target.upstream_name, target.model, api)
             self._endpoints.put(key, endpoint)
         return endpoint
+
+    async def tokenize(self, target: Target, text: str) -> list[int]:
+        """The token ids of `text` in the target's model, from its upstream's tokenizer
+        (`POST /tokenize` at the server's root; vLLM and SGLang take the model and a `prompt`,
+        llama.cpp a `content`). Raises `UpstreamFailure` when no usable answer comes."""
+        assert self._session is not None, "Upstreams.start() was not called"
+        upstream = target.upstream
+        if isinstance(upstream, MockUpstream):
+            raise UpstreamUnreachable(f"upstream {target.upstream_name!r} has no tokenizer")
+        url = tokenize_url(upstream)
+        body: dict[str, Any] = (
+            {"content": text}
+            if upstream.server_name == "llama.cpp"
+            else {"model": target.model, "prompt": text, "add_special_tokens": False}
+        )
+        endpoint = self._endpoint_for(target, "chat")  # the credential and timeouts
+        try:
+            async with self._session.post(
+                url,
+                json=body,
+                headers=endpoint.headers,
+                timeout=endpoint.timeout,
+                allow_redirects=False,
+            ) as response:
+                answer = await response.json(content_type=None) if response.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise UpstreamUnreachable(
+                f"upstream {target.upstream_name!r} did not tokenize ({type(exc).__name__})"
+            ) from exc
+        tokens = answer.get("tokens") if isinstance(answer, dict) else None
+        if not isinstance(tokens, list) or not all(type(t) is int for t in tokens):
+            raise UpstreamUnreachable(
+                f"upstream {target.upstream_name!r} gave no token ids at {url}",
+                reason="invalid_response",
+            )
+        return tokens
 
     async def _send_http(
         self, target: Target, body: dict[str, Any], request_id: str, api: str

@@ -186,13 +186,13 @@ ERRORS = [
     pytest.param(
         "logit_bias: {tokens: {}}\n",
         None,
-        ["DIR/p.yaml: logit_bias.tokens: at least one token is required"],
+        ["DIR/p.yaml: logit_bias: at least one of tokens and text is required"],
         id="bias-empty",
     ),
     pytest.param(
         "logit_bias: {tokens: {" + ", ".join(f"{i}: 1" for i in range(1025)) + "}}\n",
         None,
-        ["DIR/p.yaml: logit_bias.tokens: at most 1024 tokens are allowed, got 1025"],
+        ["DIR/p.yaml: logit_bias: at most 1024 tokens are allowed, got 1025"],
         id="bias-too-many",
     ),
     pytest.param(

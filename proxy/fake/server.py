@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
+from hashlib import sha256
 from typing import Any
 
 from aiohttp import web
@@ -374,6 +375,7 @@ def build_mock_app() -> web.Application:
         app.router.add_post(path, _responses)
     for path in MODEL_PATHS:
         app.router.add_get(path, _models)
+    app.router.add_post("/tokenize", _tokenize)
     app.on_shutdown.append(_cancel_in_flight)
     return app
 
@@ -448,6 +450,29 @@ async def _serve(
     with _tracked(request.app):
         exchange = await exchange_for(body, request.headers)
         return await _send(request, exchange)
+
+
+async def _tokenize(request: web.Request) -> web.Response:
+    """`POST /tokenize` as vLLM and SGLang (`{"model", "prompt"}`) and llama.cpp
+    (`{"content"}`) serve it, with the fake model's toy tokenizer (`fake_token_ids`)."""
+    try:
+        body = loads(await request.read())
+    except JSONDecodeError:
+        body = None
+    _record(request, body)
+    text = body.get("prompt", body.get("content")) if isinstance(body, dict) else None
+    if not isinstance(text, str):
+        return _invalid("Expected a string `prompt` (or `content`) to tokenize.")
+    tokens = fake_token_ids(text)
+    return web.Response(
+        body=dumps({"tokens": tokens, "count": len(tokens)}), content_type=JSON_TYPE
+    )
+
+
+def fake_token_ids(text: str) -> list[int]:
+    """The fake model's tokenizer: one token per whitespace-separated piece, its id a number
+    the piece always gets (so a test can tell one token from several, and know the id)."""
+    return [int.from_bytes(sha256(piece.encode()).digest()[:3], "big") for piece in text.split()]
 
 
 def _record(request: web.Request, body: Any) -> None:

@@ -9,6 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from proxy.rewrite.capability import (
+    drop_flat_unsupported_fields,
+    drop_unsupported_fields,
+    emulate_flat_tool_choice,
+    emulate_tool_choice,
+)
 from proxy.rewrite.legacy import translate_legacy_functions
 from proxy.rewrite.logit_bias import apply_logit_bias, skip_unsupported_logit_bias
 from proxy.rewrite.policy import Policy
@@ -36,6 +42,9 @@ STEPS: tuple[Step, ...] = (
     force_tool_choice_on_user_turn,
     # after tool_choice: a bias only applies while the model still chooses
     apply_logit_bias,
+    # last, on what the policy made: levers the upstream lacks, emulated or removed
+    emulate_tool_choice,
+    drop_unsupported_fields,
 )
 
 
@@ -47,6 +56,8 @@ RESPONSES_STEPS: tuple[Step, ...] = (
     force_tool_choice_on_user_input,
     # the Responses API has no logit_bias: a bias that would apply is counted as lost
     skip_unsupported_logit_bias,
+    emulate_flat_tool_choice,
+    drop_flat_unsupported_fields,
 )
 
 

@@ -8,6 +8,7 @@ from proxy.rewrite.fields import has_tools, invalid_type
 from proxy.rewrite.policy import MAX_LOGIT_BIAS_TOKENS, LogitBiasSpec, Policy
 from proxy.rewrite.result import (
     LOGIT_BIAS_APPLIED,
+    LOGIT_BIAS_PENDING,
     LOGIT_BIAS_SKIPPED,
     LOGIT_BIAS_UNSUPPORTED,
     SAMPLING_DROPPED,
@@ -27,13 +28,19 @@ def apply_logit_bias(body: Body, policy: Policy, changes: list[Change]) -> Body:
     nothing while either is set.
     """
     bias = policy.spec.logit_bias
+    if not policy.capabilities.logit_bias:
+        return _without_unsupported_bias(body, bias, changes)
     if bias is None or not _wanted(body, bias):
+        return body
+    tokens = policy.bias_tokens
+    if tokens is None:  # its texts are not resolved to token ids yet: nothing to apply
+        changes.append(Change(LOGIT_BIAS_PENDING))
         return body
     if bias.sampling == "skip_bias" and any(body.get(key) is not None for key in _SAMPLING):
         changes.append(Change(LOGIT_BIAS_SKIPPED, "sampling"))
         return body
     client = _client_bias(body)
-    merged = {**client, **{k: v for k, v in bias.tokens.items() if k not in client}}
+    merged = {**client, **{k: v for k, v in tokens.items() if k not in client}}
     if len(merged) > MAX_LOGIT_BIAS_TOKENS:
         changes.append(Change(LOGIT_BIAS_SKIPPED, "too_many_tokens"))
         return body
@@ -43,6 +50,19 @@ def apply_logit_bias(body: Body, policy: Policy, changes: list[Change]) -> Body:
     if bias.sampling == "drop":
         body = _drop_sampling(body, changes)
     return body
+
+
+def _without_unsupported_bias(
+    body: Body, bias: LogitBiasSpec | None, changes: list[Change]
+) -> Body:
+    """The upstream ignores `logit_bias`: the client's is removed, the policy's not added,
+    and nothing else changes (a bias not applied needs no sampling rule). Counted when there
+    was a bias to lose."""
+    wanted = bias is not None and _wanted(body, bias)
+    if "logit_bias" not in body and not wanted:
+        return body
+    changes.append(Change(LOGIT_BIAS_UNSUPPORTED))
+    return without(body, ("logit_bias",))
 
 
 def skip_unsupported_logit_bias(body: Body, policy: Policy, changes: list[Change]) -> Body:

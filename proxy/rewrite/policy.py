@@ -26,7 +26,7 @@ Choices the design leaves open, made here:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
@@ -39,11 +39,13 @@ from pydantic import (
     StrictBool,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from proxy import jsonutil
 from proxy.errors import ConfigError
+from proxy.rewrite.capabilities import OPENAI, Capabilities
 from proxy.rewrite.memo import RewriteMemo, new_rewrite_memo
 from proxy.rewrite.schema import SchemaTooDeep, SlimLevel, flat_function_tool, slim_tool
 
@@ -108,9 +110,21 @@ BiasValue = Annotated[int, Field(strict=True, ge=-100, le=100)]
 
 
 class LogitBiasSpec(_Spec):
-    tokens: dict[str, BiasValue]
+    tokens: dict[str, BiasValue] = Field(default_factory=dict)
+    # Texts that are one token each of the serving model's tokenizer, resolved to token ids
+    # through the upstream's tokenizer when the config loads (token ids differ per model).
+    text: dict[str, BiasValue] = Field(default_factory=dict)
     when: Literal["tools_auto", "always"] = "tools_auto"
     sampling: Literal["drop", "skip_bias", "keep"] = "keep"
+
+    @model_validator(mode="after")
+    def _something_to_bias(self) -> LogitBiasSpec:
+        if not self.tokens and not self.text:
+            raise _policy_error("at least one of tokens and text is required")
+        count = len(self.tokens) + len(self.text)
+        if count > MAX_LOGIT_BIAS_TOKENS:
+            raise _policy_error(f"at most {MAX_LOGIT_BIAS_TOKENS} tokens are allowed, got {count}")
+        return self
 
     @field_validator("tokens", mode="before")
     @classmethod
@@ -126,12 +140,6 @@ class LogitBiasSpec(_Spec):
     @field_validator("tokens")
     @classmethod
     def _token_ids(cls, tokens: dict[str, int]) -> dict[str, int]:
-        if not tokens:
-            raise _policy_error("at least one token is required")
-        if len(tokens) > MAX_LOGIT_BIAS_TOKENS:
-            raise _policy_error(
-                f"at most {MAX_LOGIT_BIAS_TOKENS} tokens are allowed, got {len(tokens)}"
-            )
         bad = [key for key in tokens if not (key.isascii() and key.isdigit())]
         if bad:
             raise _policy_error(f"token ids are strings of digits, got {bad[0]!r}")
@@ -185,11 +193,40 @@ class Policy:
     flat_slimmed_tools: Mapping[str, SlimmedTool] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    # What the upstream that serves this policy honours (`Policy.serving_on`); OpenAI's API
+    # by default. The same policy on two kinds of server is two `Policy` objects.
+    capabilities: Capabilities = OPENAI
+    # The token ids of `logit_bias.text` for the serving model, once its upstream's tokenizer
+    # said them (`Policy.with_text_bias`); None until then. Unused without `text`.
+    text_bias: Mapping[str, int] | None = None
     # The tools step's outcomes for shared tool lists: a cache of a pure function, filled by
     # the rewrite. Not an init field: a policy made with `dataclasses.replace` starts empty.
     tool_rewrites: RewriteMemo = field(
         default_factory=new_rewrite_memo, init=False, compare=False, repr=False
     )
+
+    def serving_on(self, capabilities: Capabilities) -> Policy:
+        """This policy as served by an upstream with `capabilities` (itself when they match)."""
+        if capabilities == self.capabilities:
+            return self
+        return replace(self, capabilities=capabilities)
+
+    def with_text_bias(self, tokens: Mapping[str, int]) -> Policy:
+        """This policy with its text bias resolved to token ids (one model's)."""
+        return replace(self, text_bias=MappingProxyType(dict(tokens)))
+
+    @cached_property
+    def bias_tokens(self) -> Mapping[str, int] | None:
+        """The whole bias by token id: `logit_bias.tokens` and the resolved texts; None while
+        texts wait to be resolved (no bias is applied until then)."""
+        bias = self.spec.logit_bias
+        if bias is None:
+            return MappingProxyType({})
+        if not bias.text:
+            return bias.tokens
+        if self.text_bias is None:
+            return None
+        return MappingProxyType({**self.text_bias, **bias.tokens})
 
     @cached_property
     def function_names(self) -> frozenset[str]:

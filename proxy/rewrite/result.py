@@ -22,6 +22,11 @@ TOOL_CHOICE_FORCED = "tool_choice_forced"
 LOGIT_BIAS_APPLIED = "logit_bias_applied"
 LOGIT_BIAS_SKIPPED = "logit_bias_skipped"
 LOGIT_BIAS_UNSUPPORTED = "logit_bias_unsupported"
+LOGIT_BIAS_PENDING = "logit_bias_pending"
+TOOL_CHOICE_EMULATED = "tool_choice_emulated"
+TOOL_CHOICE_REQUIRED_UNSUPPORTED = "tool_choice_required_unsupported"
+PARALLEL_TOOL_CALLS_UNSUPPORTED = "parallel_tool_calls_unsupported"
+STRICT_UNSUPPORTED = "strict_unsupported"
 SAMPLING_DROPPED = "sampling_dropped"
 LEGACY_FUNCTIONS_TRANSLATED = "legacy_functions_translated"
 
@@ -39,7 +44,12 @@ ACTIONS: tuple[str, ...] = (
     LOGIT_BIAS_APPLIED,
     LOGIT_BIAS_SKIPPED,
     LOGIT_BIAS_UNSUPPORTED,
+    LOGIT_BIAS_PENDING,
     SAMPLING_DROPPED,
+    TOOL_CHOICE_EMULATED,
+    TOOL_CHOICE_REQUIRED_UNSUPPORTED,
+    PARALLEL_TOOL_CALLS_UNSUPPORTED,
+    STRICT_UNSUPPORTED,
     LEGACY_FUNCTIONS_TRANSLATED,
 )
 
