@@ -169,7 +169,70 @@ def cmd_rewrite(args: argparse.Namespace) -> int:
     except (ValueError, ProxyError) as exc:
         print(f"tuned-proxy: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 1
+    drift = tool_drift(body, target, result.changes)
+    if args.json:
+        print(jsonutil.dumps_pretty(rewrite_report(body, route, target, result, drift)))
+        return 0
     print(jsonutil.dumps_pretty(result.body))
+    print_rewrite_summary(body, route, target, result, drift, responses)
+    return 0
+
+
+def tool_drift(body: dict[str, Any], target: Target, changes: list[Any]) -> dict[str, list[str]]:
+    """For each tool the policy made identical again, what the request's version changed."""
+    from proxy.rewrite.drift import describe_drift
+    from proxy.rewrite.result import TOOL_DRIFT_UNDONE
+
+    sent = {}
+    for tool in body.get("tools") or ():
+        function = tool.get("function", tool) if isinstance(tool, dict) else None
+        if isinstance(function, dict) and isinstance(function.get("name"), str):
+            sent[function["name"]] = function
+    drift = {}
+    for change in changes:
+        trained = target.policy.training_tools.get(change.detail)
+        if change.action == TOOL_DRIFT_UNDONE and trained and change.detail in sent:
+            drift[change.detail] = describe_drift(sent[change.detail], trained["function"])
+    return drift
+
+
+def rewrite_report(
+    body: dict[str, Any],
+    route: Route,
+    target: Target,
+    result: Any,
+    drift: dict[str, list[str]],
+) -> dict[str, Any]:
+    """`rewrite --json`: the rewritten body and what changed, for machines."""
+    from proxy import jsonutil
+
+    return {
+        "route": route.name,
+        "variant": target.name,
+        "upstream": target.upstream_name,
+        "model": target.model,
+        "policy": target.policy.name,
+        "body": result.body,
+        "changes": [
+            {"action": c.action, "detail": c.detail, "bytes_removed": c.bytes_removed}
+            for c in result.changes
+        ],
+        "drift": drift,
+        "tool_bytes_removed": result.tool_bytes_removed,
+        "bytes": {"before": len(jsonutil.dumps(body)), "after": len(jsonutil.dumps(result.body))},
+    }
+
+
+def print_rewrite_summary(
+    body: dict[str, Any],
+    route: Route,
+    target: Target,
+    result: Any,
+    drift: dict[str, list[str]],
+    responses: bool,
+) -> None:
+    from proxy import jsonutil
+
     before, after = len(jsonutil.dumps(body)), len(jsonutil.dumps(result.body))
     api = ""
     if responses:
@@ -184,8 +247,9 @@ def cmd_rewrite(args: argparse.Namespace) -> int:
     )
     for change in result.changes:
         removed = f" (-{change.bytes_removed} B)" if change.bytes_removed else ""
-        print(f"  {change.action} {change.detail}{removed}".rstrip(), file=sys.stderr)
-    return 0
+        found = drift.get(change.detail) if change.action == "tool_drift_undone" else None
+        what = f": {'; '.join(found)}" if found else ""
+        print(f"  {change.action} {change.detail}{removed}{what}".rstrip(), file=sys.stderr)
 
 
 def cmd_tools_extract(args: argparse.Namespace) -> int:
@@ -257,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--variant", help="variant (or fallback/shadow target) name; default: first"
     )
     dry_run.add_argument("request", nargs="?", metavar="REQUEST.json", help="default: stdin")
+    dry_run.add_argument(
+        "--json", action="store_true", help="one JSON report on stdout: body, changes, drift"
+    )
     dry_run.set_defaults(run=cmd_rewrite)
 
     tools = commands.add_parser("tools", help="work with tool definitions")

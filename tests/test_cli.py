@@ -52,7 +52,7 @@ def test_rewrite_prints_the_body_and_a_summary(
     assert body["tools"] == SUPPORT_TOOLS[:3]  # identical: the training definitions, drift undone
     assert body["seed"] == 7
     assert "variant ft-full" in captured.err
-    assert "tools_identical" in captured.err
+    assert "tool_drift_undone" in captured.err
 
 
 def test_rewrite_reports_bytes_removed_by_a_slim_policy(
@@ -169,4 +169,4 @@ def test_rewrite_takes_a_responses_body_too(
     assert body["tools"][0]["description"] == SUPPORT_TOOLS[0]["function"]["description"]
     assert "instructions" in body  # the training system prompt, where chat has a system message
     assert captured.err.startswith("Responses API: route support-agent → variant ft-full")
-    assert "tools_identical" in captured.err
+    assert "tool_drift_undone" in captured.err

@@ -9,10 +9,11 @@ from typing import Any
 Body = dict[str, Any]
 
 # The action vocabulary, bounded so that it can label metrics (`rewrites_total{action}`).
-TOOLS_IDENTICAL = "tools_identical"
+TOOL_DRIFT_UNDONE = "tool_drift_undone"
 TOOL_SLIMMED = "tool_slimmed"
 TOOL_OMITTED = "tool_omitted"
 TOOL_DROPPED_UNKNOWN = "tool_dropped_unknown"
+TOOL_UNKNOWN_PASSED = "tool_unknown_passed"
 TOOLS_EMPTIED = "tools_emptied"
 SYSTEM_PROMPT_REPLACED = "system_prompt_replaced"
 SYSTEM_PROMPT_PREPENDED = "system_prompt_prepended"
@@ -31,10 +32,11 @@ SAMPLING_DROPPED = "sampling_dropped"
 LEGACY_FUNCTIONS_TRANSLATED = "legacy_functions_translated"
 
 ACTIONS: tuple[str, ...] = (
-    TOOLS_IDENTICAL,
+    TOOL_DRIFT_UNDONE,
     TOOL_SLIMMED,
     TOOL_OMITTED,
     TOOL_DROPPED_UNKNOWN,
+    TOOL_UNKNOWN_PASSED,
     TOOLS_EMPTIED,
     SYSTEM_PROMPT_REPLACED,
     SYSTEM_PROMPT_PREPENDED,

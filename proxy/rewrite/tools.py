@@ -23,11 +23,12 @@ from proxy.rewrite.fields import (
 )
 from proxy.rewrite.policy import Policy, SlimmedTool
 from proxy.rewrite.result import (
+    TOOL_DRIFT_UNDONE,
     TOOL_DROPPED_UNKNOWN,
     TOOL_OMITTED,
     TOOL_SLIMMED,
+    TOOL_UNKNOWN_PASSED,
     TOOLS_EMPTIED,
-    TOOLS_IDENTICAL,
     Body,
     Change,
 )
@@ -175,7 +176,7 @@ def _trained(tool: dict[str, Any], name: str, request: _Request) -> dict[str, An
     # Equal content is not reported (so a second rewrite reports nothing), but the training
     # object is sent anyway: its key order is the one the model saw.
     if tool != target:
-        action = TOOL_SLIMMED if target is not training else TOOLS_IDENTICAL
+        action = TOOL_SLIMMED if target is not training else TOOL_DRIFT_UNDONE
         request.changes.append(Change(action, name, bytes_removed))
     return target
 
@@ -201,6 +202,9 @@ def _untrained(
             )
         request.changes.append(Change(TOOL_DROPPED_UNKNOWN, name, _bytes_saved(tool, None)))
         return None
+    if request.shape.training(request.policy):
+        # Passes, as `unknown: pass` says; said, since the model never saw it in training.
+        request.changes.append(Change(TOOL_UNKNOWN_PASSED, name))
     if spec.mode == "slim":
         return _slim_untrained(tool, name, index, request)
     return tool

@@ -36,10 +36,10 @@ from proxy.rewrite.fields import invalid_type
 from proxy.rewrite.policy import Policy, PolicySpec
 from proxy.rewrite.result import (
     LEGACY_FUNCTIONS_TRANSLATED,
+    TOOL_DRIFT_UNDONE,
     TOOL_DROPPED_UNKNOWN,
     TOOL_OMITTED,
     TOOL_SLIMMED,
-    TOOLS_IDENTICAL,
 )
 from proxy.training.findings import Finding, error, warning
 from proxy.training.kinds import conversation
@@ -332,7 +332,7 @@ def removed_but_called_warnings(report: RewriteReport) -> list[Finding]:
 def format_report(out: Path, policy: str, report: RewriteReport) -> str:
     actions = report.actions
     tools = (
-        f"{actions[TOOL_SLIMMED]} slimmed, {actions[TOOLS_IDENTICAL]} made identical, "
+        f"{actions[TOOL_SLIMMED]} slimmed, {actions[TOOL_DRIFT_UNDONE]} made identical, "
         f"{actions[TOOL_OMITTED] + actions[TOOL_DROPPED_UNKNOWN]} removed"
     )
     average = report.bytes_removed // report.examples if report.examples else 0

@@ -43,7 +43,7 @@ def full_record() -> RequestRecord:
         finish_reasons=["tool_calls"],
         tool_calls=["lookup_order"],
         argument_errors=[("lookup_order", "schema")],
-        changes=[Change("tools_identical"), Change("tool_slimmed", "lookup_order", 300)],
+        changes=[Change("tool_drift_undone"), Change("tool_slimmed", "lookup_order", 300)],
         attempts=[
             Attempt(target=VARIANT, upstream="azure-east", status=503, reason="status_5xx"),
             Attempt(target="fallback-1", upstream="openai", status=200),
