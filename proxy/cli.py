@@ -252,10 +252,42 @@ def print_rewrite_summary(
         print(f"  {change.action} {change.detail}{removed}{what}".rstrip(), file=sys.stderr)
 
 
+def cmd_policy_init(args: argparse.Namespace) -> int:
+    from proxy.training.extract import ExtractError
+    from proxy.training.policy_init import PolicyInitError, init_policy
+
+    try:
+        written = init_policy(Path(args.train), args.name, args.mode, Path(args.output), args.force)
+    except (PolicyInitError, ExtractError) as exc:
+        print(f"tuned-proxy: {exc}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(f"wrote {path}")
+    print(f"use it with `policy: {args.name}` on a variant (policies_dir: {args.output})")
+    return 0
+
+
 def cmd_tools_extract(args: argparse.Namespace) -> int:
     from proxy.training.extract import run
 
     return run(Path(args.train), Path(args.output) if args.output else None)
+
+
+def add_policy_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    policy = commands.add_parser("policy", help="write policies from training files")
+    policy_commands = policy.add_subparsers(dest="policy_command", required=True, metavar="COMMAND")
+    init = policy_commands.add_parser(
+        "init",
+        help="write NAME.tools.json and NAME.yaml from a training file",
+        description="Write a policy serving the tool definitions, system prompt and "
+        "parallel_tool_calls of a fine-tuning file, each value commented with its source.",
+    )
+    init.add_argument("train", metavar="TRAIN.jsonl")
+    init.add_argument("--name", required=True, help="the policy's name (files NAME.*)")
+    init.add_argument("--mode", choices=["identical", "slim"], default="identical")
+    init.add_argument("-o", "--output", default=".", metavar="DIR", help="default: .")
+    init.add_argument("--force", action="store_true", help="overwrite existing files")
+    init.set_defaults(run=cmd_policy_init)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -335,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("-o", "--output", help="write the tools JSON here (default: stdout)")
     extract.set_defaults(run=cmd_tools_extract)
 
+    add_policy_commands(commands)
     add_training_commands(commands)
     add_eval_parser(commands)
 

@@ -87,7 +87,7 @@ def extract_tools(path: Path, max_lines: int = MAX_LINES_KEPT) -> Extraction:
     (each differing definition keeps at most `max_lines` of its line numbers)."""
     seen: SeenDefinitions = {}
     examples = legacy_examples = 0
-    for line, example in _read_examples(path):
+    for line, example in read_examples(path):
         examples += 1
         tools, is_legacy = _example_tools(example, path, line)
         legacy_examples += is_legacy
@@ -105,7 +105,7 @@ def extract_tools(path: Path, max_lines: int = MAX_LINES_KEPT) -> Extraction:
     )
 
 
-def _read_examples(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def read_examples(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, example) for each non-blank line."""
     try:
         with path.open("rb") as file:
