@@ -128,11 +128,16 @@ def test_demo_runs_and_shows_every_step() -> None:
     ):
         assert step in result.stdout
     assert "FAILED" not in result.stdout
-    comparison = result.stdout.split("From the proxy's /metrics, route support-agent:")[1]
-    rows = {line.split()[0]: line.split() for line in comparison.splitlines()[3:] if line.strip()}
-    assert {"ft-full", "ft-slim", "ft-params"} <= set(rows)
+    comparison = result.stdout.split("Route support-agent, the requests that offered tools")[1]
+    table = comparison.split("\n\n")[0].splitlines()[3:]
+    rows = {line.split()[0]: line.split() for line in table if not line.startswith(" ")}
+    assert set(rows) == {"ft-full", "ft-slim", "ft-params"}
     # the slim variants cost fewer prompt tokens per request than the full definitions
-    assert int(rows["ft-params"][2]) < int(rows["ft-full"][2])
+    assert int(rows["ft-params"][2]) < int(rows["ft-slim"][2]) < int(rows["ft-full"][2])
+    assert rows["ft-full"][3] == "100%"
+    # the Responses step's application tools are the chat tools flat: one drift, as in chat
+    responses_row = next(line for line in result.stdout.splitlines() if "Responses API" in line)
+    assert responses_row.rstrip().endswith("tool_drift_undone")
 
 
 def test_rewrite_takes_a_responses_body_too(

@@ -437,6 +437,9 @@ async def test_the_command_runs_on_the_shipped_example_set(tmp_path: Path) -> No
     assert tokens["ft-slim"] < tokens["ft-full"]
     assert tokens["ft-params"] < tokens["ft-full"]
     assert "ft-bias" in stdout.decode()
+    # Every variant of the shipped eval config is the fake model: the report says so first.
+    first = stdout.decode().splitlines()[0]
+    assert first.startswith("note: variant ft-full is served by the built-in fake model")
 
 
 async def test_the_responses_api_gives_the_fine_tune_the_same_requests(tmp_path: Path) -> None:

@@ -699,3 +699,30 @@ async def test_fake_responses_exchange_steers_in_process() -> None:
     huge = await fake_responses_exchange({**body, "stream": False}, {"x-mock-behavior": "huge-1"})
     answer = loads(b"".join([piece async for piece in huge.chunks]))
     assert len(answer["output"][0]["content"][0]["text"]) == 1024 * 1024
+
+
+async def test_mock_upstream_says_where_it_listens() -> None:
+    """`tuned-proxy mock-upstream` logs a listening line as `serve` does, with the port it
+    took, and serves there."""
+    import json
+    import sys
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "proxy", "mock-upstream", "--port", "0",
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        async with asyncio.timeout(20):
+            line = json.loads(await process.stderr.readline())
+        assert (line["event"], line["level"]) == ("listening", "info")
+        assert line["base_url"] == f"http://127.0.0.1:{line['port']}/v1"
+        client = openai.AsyncOpenAI(base_url=line["base_url"], api_key="x", max_retries=0)
+        async with client:
+            answer = await client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "hi"}]
+            )
+        assert answer.choices[0].message.content
+    finally:
+        process.terminate()
+        await process.wait()

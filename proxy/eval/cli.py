@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from proxy import jsonutil
-from proxy.config import Runtime, default_config_path, load_config
+from proxy.config import MockUpstream, Runtime, default_config_path, load_config
 from proxy.errors import ConfigError
 from proxy.eval.cases import CaseSet, read_cases
 from proxy.eval.progress import ProgressBar
@@ -125,6 +125,8 @@ def run_eval_command(args: argparse.Namespace) -> int:
     # The proxy runs in this process: its per-request log lines would bury the report.
     configure_logging("error", "console")
     report = asyncio.run(_run(runtime, settings, case_set, args.examples))
+    for line in mock_notes(runtime, settings):
+        print(line, file=sys.stderr if args.json == "-" else sys.stdout)
     _print_report(report, args.json)
     return EXIT_INTERRUPTED if report.interrupted else 0
 
@@ -187,6 +189,22 @@ async def _run(
     finally:
         loop.remove_signal_handler(signal.SIGINT)
         progress.close()
+
+
+def mock_notes(runtime: Runtime, settings: EvalSettings) -> list[str]:
+    """A warning above the table for each variant the built-in fake model serves: its
+    answers are chosen by word overlap, so its quality figures measure nothing."""
+    route = runtime.routes[settings.route]
+    notes = []
+    for name in settings.variants:
+        variant = route.variant(name)
+        if variant is not None and isinstance(variant.upstream, MockUpstream):
+            notes.append(
+                f"note: variant {name} is served by the built-in fake model (upstream "
+                f"{variant.upstream_name}, kind mock): its call and argument rates say nothing "
+                "about a real model; its prompt tokens are the fake's estimate."
+            )
+    return [*notes, ""] if notes else []
 
 
 def _print_report(report: EvalReport, json_out: str | None) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from hashlib import sha256
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from proxy.errors import InvalidRequest
@@ -413,8 +414,17 @@ def _url_host(host: str) -> str:
 
 
 async def run_mock_server(host: str, port: int) -> None:
-    """Serve the mock upstream until cancelled (`tuned-proxy mock-upstream`)."""
-    async with serve_mock(host, port):
+    """Serve the mock upstream until cancelled (`tuned-proxy mock-upstream`), saying where, as
+    `serve` does, so that a script can wait for the line and read the port."""
+    async with serve_mock(host, port) as running:
+        bound = int(running.base_url.rsplit(":", 1)[1])
+        structlog.get_logger("tuned_proxy.mock").info(
+            "listening",
+            host=host,
+            port=bound,
+            base_url=f"{running.base_url}/v1",
+            serves=["POST /v1/chat/completions", "POST /v1/responses", "POST /tokenize"],
+        )
         await asyncio.Event().wait()
 
 
