@@ -7,7 +7,11 @@ them up. For each repetition and mode, wrk drives the three at c=32 one after th
 a drift of the machine hits all alike. The steadiest figure on a shared machine is the CPU
 time per request; its ratio between the two revisions is what a change gained or lost.
 
-Both use this tree's policies and fixtures; only the `proxy` package differs.
+Both use this tree's policies and fixtures; only the `proxy` package differs. The modes are
+load.py's: chat (`json`, `sse`) by default; the Responses API's (`responses-json`,
+`responses-sse`, `bridged-json`, `bridged-sse`) need a base that serves `/v1/responses`. The
+forwarder passes each mode's request to the upstream path the proxy would use, so for a bridged
+mode its answer is the upstream's chat answer, untranslated.
 
 Usage: python tests/bench/ab.py [--base REV] [--reps N] [--duration S] [--modes json,sse]
        [--variant slim|identical]
@@ -36,13 +40,12 @@ from harness import (
     pin_self_to_load_cpu,
     processes,
     progress,
-    proxy_config,
     raise_open_files_limit,
     start_forwarder,
     start_nginx,
     start_tuned_proxy,
 )
-from load import FLOOR, MODES, LoadSettings, Target, check_target, measure, wrk
+from load import FLOOR, MODES, LoadSettings, Target, check_target, measure, proxy_routes, wrk
 
 CONNECTIONS = 32
 REPO = BENCH.parents[1]
@@ -62,7 +65,9 @@ def export_package(revision: str, into: Path) -> Path:
     return into
 
 
-def start_all(run_dir: Path, stack: ExitStack, base_source: Path, variant: str) -> list[Target]:
+def start_all(
+    run_dir: Path, stack: ExitStack, base_source: Path, variant: str, modes: list[str]
+) -> list[Target]:
     """nginx, the forwarder and the two tuned-proxy processes: [forwarder, base, this tree]."""
     group = stack.enter_context(processes(run_dir))
     nginx_port = free_port()
@@ -70,19 +75,20 @@ def start_all(run_dir: Path, stack: ExitStack, base_source: Path, variant: str) 
     upstream = f"http://{LOOPBACK}:{nginx_port}"
     floor_port = free_port()
     floor = start_forwarder(group, floor_port, upstream)
-    config = proxy_config({"bench-json": f"{upstream}/json/v1", "bench-sse": f"{upstream}/sse/v1"})
-    upstream_paths = {mode: f"/{mode}/v1/chat/completions" for mode in MODES}
-    proxy_paths = dict.fromkeys(MODES, "/v1/chat/completions")
-    targets = [
-        Target(FLOOR, f"http://{LOOPBACK}:{floor_port}", upstream_paths, "-", floor.pid, PROXY_CPU)
-    ]
+    # Only the routes of the modes measured: a chat-only config is read by any revision.
+    config = proxy_routes(upstream, modes)
+    targets = [Target(FLOOR, f"http://{LOOPBACK}:{floor_port}", "-", floor.pid, PROXY_CPU)]
     for name, source in (("base", base_source), ("this tree", None)):
         port = free_port()
         log = stack.enter_context((run_dir / f"{name.replace(' ', '-')}.log").open("ab"))
-        tuned = start_tuned_proxy(group, port, config, log, source=source)
-        targets.append(
-            Target(name, f"http://{LOOPBACK}:{port}", proxy_paths, variant, tuned.pid, PROXY_CPU)
-        )
+        try:
+            tuned = start_tuned_proxy(group, port, config, log, source=source)
+        except BenchError as exc:
+            # The run's folder goes with the run: say what the proxy said (a base from before
+            # the Responses API refuses the `responses` setting of those modes' upstreams).
+            said = Path(log.name).read_text(errors="replace").strip()[-600:]
+            raise BenchError(f"{exc}; tuned-proxy ({name}) said: {said}") from None
+        targets.append(Target(name, f"http://{LOOPBACK}:{port}", variant, tuned.pid, PROXY_CPU))
     return targets
 
 
@@ -142,7 +148,7 @@ def main() -> int:
         with ExitStack() as stack:
             run_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-ab-")))
             source = export_package(args.base, run_dir / "base")
-            targets = start_all(run_dir, stack, source, args.variant)
+            targets = start_all(run_dir, stack, source, args.variant, modes)
             for target in targets:
                 for mode in modes:
                     check_target(target, mode)

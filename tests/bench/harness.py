@@ -227,22 +227,31 @@ def start_tuned_proxy(
     return process
 
 
-def proxy_config(base_urls: dict[str, str]) -> dict[str, Any]:
+def proxy_config(
+    base_urls: dict[str, str], responses: dict[str, str] | None = None
+) -> dict[str, Any]:
     """A tuned-proxy config with one route per upstream: route name -> upstream base URL.
 
     Every route offers the variants `slim` (support-slim: the 20 tools slimmed) and `identical`
     (support-full: the 20 tools made identical to training), pinned per request with
-    `x-tuned-proxy-variant`. Everything else is the shipped default.
+    `x-tuned-proxy-variant`. `responses` sets how a route's upstream takes Responses API
+    requests (`native` or `bridge`); the others say nothing about it, so a revision from
+    before the Responses API reads the config too. Everything else is the shipped default.
     """
     variants = [
         {"name": "slim", "model": "support-ft-slim", "policy": "support-slim"},
         {"name": "identical", "model": "support-ft-full", "policy": "support-full"},
     ]
+    responses = responses or {}
     return {
         "server": {"host": LOOPBACK, "port": 0},
         "policies_dir": str(POLICIES),
         "upstreams": {
-            route: {"kind": "compatible", "base_url": base_url}
+            route: {
+                "kind": "compatible",
+                "base_url": base_url,
+                **({"responses": responses[route]} if route in responses else {}),
+            }
             for route, base_url in base_urls.items()
         },
         "routes": {

@@ -8,8 +8,11 @@ the event loop's selector) is left out.
 
 Needs py-spy (`.venv/bin/pip install py-spy`); it is not a project dependency.
 
-Usage: python tests/bench/profile_proxy.py [--variant slim|identical] [--mode json|sse]
+Usage: python tests/bench/profile_proxy.py [--variant slim|identical] [--mode json|sse|…]
        [--seconds S] [--top N]
+
+The modes are load.py's: chat (`json`, `sse`) and the Responses API's (`responses-json`,
+`responses-sse`, `bridged-json`, `bridged-sse`).
 """
 
 from __future__ import annotations

@@ -8,7 +8,19 @@ from dataclasses import dataclass
 import bench_rewrite
 import bench_streams
 from harness import median
-from load import CONCURRENCY, DIRECT, FLOOR, MODES, SLIM, TARGET_ORDER, TUNED, Sample
+from load import (
+    CHAT_MODES,
+    CONCURRENCY,
+    DIRECT,
+    FLOOR,
+    MODES,
+    RESPONSES_CONNECTIONS,
+    RESPONSES_ORDER,
+    SLIM,
+    TARGET_ORDER,
+    TUNED,
+    Sample,
+)
 
 Figure = Callable[[Sample], float]
 
@@ -65,6 +77,13 @@ class LoadResults:
     def added_to_floor(self, target: str, mode: str) -> float:
         return self.added_p50_us(target, mode) / self.added_p50_us(FLOOR, mode)
 
+    def to_chat(self, target: str, mode: str, connections: int, figure: Figure) -> list[float]:
+        """`figure` of `mode` divided by the chat mode's with the same kind of answer, for the
+        same target, within each repetition (pairing cancels a drift between repetitions)."""
+        chat_mode = "sse" if MODES[mode].stream else "json"
+        chat = {s.rep: figure(s) for s in self.cell(target, chat_mode, connections)}
+        return [figure(s) / chat[s.rep] for s in self.cell(target, mode, connections)]
+
 
 def markdown(header: Sequence[str], align: str, rows: Sequence[Sequence[str]]) -> str:
     """A Markdown table; `align` has one letter per column, l or r."""
@@ -75,7 +94,7 @@ def markdown(header: Sequence[str], align: str, rows: Sequence[Sequence[str]]) -
 
 def latency_table(results: LoadResults) -> str:
     rows = []
-    for mode in MODES:
+    for mode in CHAT_MODES:
         for target in TARGET_ORDER:
             added = "–" if target == DIRECT else f"{results.added_p50_us(target, mode):.0f}"
             rows.append(
@@ -95,7 +114,7 @@ def latency_table(results: LoadResults) -> str:
 
 def throughput_table(results: LoadResults) -> str:
     rows = []
-    for mode in MODES:
+    for mode in CHAT_MODES:
         for connections in CONCURRENCY[1:]:
             for target in TARGET_ORDER:
                 capped = " (capped)" if results.capped(target, mode, connections) else ""
@@ -130,11 +149,53 @@ def ratio_table(results: LoadResults) -> str:
             f"{results.added_to_floor(target, mode):.2f}",
             f"{results.to_floor(target, mode, 32, cpu):.2f}",
         ]
-        for mode in MODES
+        for mode in CHAT_MODES
         for target in TUNED
     ]
     header = ["mode", "variant", "req/s c=32", "req/s c=128", "added p50 c=1", "CPU/request c=32"]
     return markdown(header, "llrrrr", rows)
+
+
+def ratio_cell(ratios: Sequence[float]) -> str:
+    """The median ratio, and its range over the repetitions when there are several."""
+    if len(ratios) < 2:
+        return f"{median(ratios):.2f}"
+    return f"{median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f})"
+
+
+def responses_row(results: LoadResults, target: str, mode: str) -> list[str]:
+    spec, c = MODES[mode], RESPONSES_CONNECTIONS
+    is_chat = spec.api == "chat"
+    return [
+        target.removeprefix("tuned-proxy "),
+        "SSE" if spec.stream else "JSON",
+        spec.label,
+        f"{results.median(target, mode, c, rps):.0f}",
+        f"{results.median(target, mode, c, cpu):.0f}",
+        "–" if is_chat else ratio_cell(results.to_chat(target, mode, c, cpu)),
+        "–" if is_chat else f"{median(results.to_chat(target, mode, c, rps)):.2f}",
+        f"{100 * results.median(target, mode, c, busy):.0f}",
+        str(results.errors(target, mode, c)),
+    ]
+
+
+def responses_table(results: LoadResults) -> str:
+    """The responses part: each policy's cost per request in each API, against chat's."""
+    rows = [responses_row(results, target, mode) for target in TUNED for mode in RESPONSES_ORDER]
+    header = ["variant", "answer", "request", f"req/s c={RESPONSES_CONNECTIONS}"]
+    header += ["CPU µs/request", "CPU ÷ chat (range)", "req/s ÷ chat", "CPU busy %", "errors"]
+    return markdown(header, "lllrrrrrr", rows)
+
+
+def responses_section(results: LoadResults, metrics: str) -> str:
+    notes = [
+        f"tuned-proxy alone, c={RESPONSES_CONNECTIONS}, both policies in one process. "
+        '"÷ chat": the figure ÷ the chat row\'s of the same variant and kind of answer, within '
+        "each repetition; the median (and range) over the repetitions.",
+        f"{metrics}; {log_note(results)}.",
+        f"{noise_note(results)}.",
+    ]
+    return "\n".join(notes) + "\n\n" + responses_table(results)
 
 
 def noise_note(results: LoadResults) -> str:
@@ -168,7 +229,7 @@ class Bar:
 
 def load_bars(results: LoadResults) -> list[Bar]:
     found = []
-    for mode in MODES:
+    for mode in CHAT_MODES:
         throughput = results.to_floor(SLIM, mode, 32, rps)
         added = results.added_to_floor(SLIM, mode)
         found += [
@@ -214,6 +275,7 @@ class Report:
     title: str
     context: str
     load: tuple[LoadResults, str] | None = None  # and the metrics line
+    responses: tuple[LoadResults, str] | None = None  # and the metrics line
     rewrite: Sequence[bench_rewrite.RewriteFigure] | None = None
     streams: bench_streams.StreamsReport | None = None
 
@@ -229,6 +291,13 @@ class Report:
                 ("Throughput at c=32 and c=128", throughput_table(results)),
                 ("tuned-proxy ÷ the zero-logic forwarder", ratio_table(results)),
             ]
+        if self.responses:
+            found.append(
+                (
+                    "Responses API: CPU per request against the chat path on the same policy",
+                    responses_section(*self.responses),
+                )
+            )
         if self.rewrite:
             found.append(
                 (

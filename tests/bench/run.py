@@ -7,6 +7,9 @@ Parts (all by default):
   forwarder and tuned-proxy (support-slim and support-full, 20 tools, request log and metrics
   on) pinned to CPU 0; wrk and nginx on CPU 1. wrk drives direct, forwarder, slim and
   identical in turn, at c=1, 32 and 128, JSON and streaming, for N repetitions; medians.
+- responses: the same set-up, tuned-proxy alone at c=32: the chat request, the same request in
+  the Responses API to an upstream that speaks it, and bridged to a chat upstream, JSON and
+  streaming, for each policy; CPU per request and req/s against the chat path's.
 - rewrite: the rewrite alone, µs per request for 1, 20 and 128 tools (bench_rewrite.py).
 - streams: added time to first byte, and 1,000 concurrent slow streams (bench_streams.py).
 
@@ -34,10 +37,11 @@ from harness import (
     progress,
     raise_open_files_limit,
 )
-from load import LoadSettings, run_load
+from load import LoadSettings, run_load, run_responses
 from report import LoadResults, Report
 
-PARTS = ("load", "rewrite", "streams")
+PARTS = ("load", "responses", "rewrite", "streams")
+NEEDS_WRK = ("load", "responses")
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,8 @@ def context(settings: Settings) -> str:
 
 
 def run(settings: Settings) -> Report:
-    check_tools(["nginx", "wrk", "taskset"] if "load" in settings.parts else ["taskset"])
+    needs_wrk = any(part in NEEDS_WRK for part in settings.parts)
+    check_tools(["nginx", "wrk", "taskset"] if needs_wrk else ["taskset"])
     pin_self_to_load_cpu()
     raise_open_files_limit()
     report = Report("tuned-proxy benchmark", context(settings))
@@ -89,6 +94,10 @@ def run(settings: Settings) -> Report:
         with tempfile.TemporaryDirectory(prefix="bench-load-") as run_dir:
             samples, metrics = run_load(settings.load, Path(run_dir))
         report = replace(report, load=(LoadResults(samples), metrics))
+    if "responses" in settings.parts:
+        with tempfile.TemporaryDirectory(prefix="bench-responses-") as run_dir:
+            samples, metrics = run_responses(settings.load, Path(run_dir))
+        report = replace(report, responses=(LoadResults(samples), metrics))
     if "rewrite" in settings.parts:
         progress("rewrite: micro-benchmark")
         report = replace(report, rewrite=bench_rewrite.measure(settings.quick))
