@@ -11,6 +11,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from proxy.auth import authenticate
+from proxy.capture.writer import CaptureWriter
 from proxy.config import Runtime
 from proxy.errors import (
     BodyTooLarge,
@@ -240,7 +241,10 @@ def build_app(
     upstreams = upstreams or Upstreams()
     meters = Metrics(registry)
     shadows = ShadowSender(
-        upstreams, runtime.config.server.shadow_max_in_flight, on_outcome=meters.observe_shadow
+        upstreams,
+        runtime.config.server.shadow_max_in_flight,
+        on_outcome=meters.observe_shadow,
+        on_agreement=meters.observe_agreement,
     )
     state = ProxyState(
         runtime=runtime,
@@ -248,6 +252,11 @@ def build_app(
         shadows=shadows,
         metrics=meters,
         text_bias=TextBiasResolver(upstreams),
+        capture=CaptureWriter(
+            meters.observe_capture,
+            runtime.config.server.capture_queue,
+            runtime.config.server.capture_queue_bytes,
+        ),
     )
     meters.in_flight.set_function(lambda: state.in_flight)
     app[STATE] = state
@@ -255,8 +264,10 @@ def build_app(
     async def upstream_session(app: web.Application) -> AsyncIterator[None]:
         await upstreams.start()
         state.text_bias.start(state.runtime, state.replace_runtime)
+        state.capture.start()
         yield
         state.text_bias.stop()
+        await state.capture.close()  # what was captured before SIGTERM is written
         await shadows.close()
         await upstreams.close()
 

@@ -8,7 +8,7 @@ a policy lever its upstream ignores, a slim policy that omits every function.
 
 from __future__ import annotations
 
-from proxy.config import Route, Runtime, Target, UpstreamConfig
+from proxy.config import Capture, Route, Runtime, Target, UpstreamConfig
 from proxy.rewrite.capabilities import Capabilities
 from proxy.rewrite.policy import Policy
 from proxy.text_bias import Resolution
@@ -51,11 +51,23 @@ def describe_route(route: Route) -> list[str]:
     for position, target in enumerate(route.fallback, start=1):
         lines.append(f"  fallback {position}: {describe_target(target)}")
     if route.shadow is not None:
+        compare = f", compares {route.shadow.compare}" if route.shadow.compare else ""
         lines.append(
             f"  shadow {100 * route.shadow.sample:.2f}% of requests: "
-            f"{describe_target(route.shadow)}"
+            f"{describe_target(route.shadow)}{compare}"
         )
+    if route.capture is not None:
+        lines.append(describe_capture(route.capture))
     return lines
+
+
+def describe_capture(capture: Capture) -> str:
+    policy = capture.policy.name if capture.policy is not None else "the served tools"
+    redact = f", {len(capture.redact)} redact pattern(s)" if capture.redact else ""
+    return (
+        f"  capture {100 * capture.sample:.2f}% of {', '.join(sorted(capture.variants))} "
+        f"into {capture.dir} (tools of {policy}{redact})"
+    )
 
 
 def levers(policy: Policy) -> str:

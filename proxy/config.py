@@ -79,6 +79,15 @@ class ServerConfig(_Strict):
     metrics_cache_s: float = Field(
         1.0, ge=0, description="a /metrics rendering is served again for this long"
     )
+    # A captured exchange holds its request and answer until written (~3x the body's bytes).
+    capture_queue: int = Field(
+        1024, gt=0, description="captured exchanges waiting to be written; beyond it dropped"
+    )
+    capture_queue_bytes: int = Field(
+        64 * 1024 * 1024,
+        gt=0,
+        description="memory the waiting captured exchanges may hold; beyond it dropped",
+    )
     # uvloop's loop takes 1-7 % off the CPU per request (docs/performance.md); `asyncio` is
     # there for debugging and for platforms without uvloop.
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
@@ -195,6 +204,34 @@ class VariantConfig(TargetConfig):
 
 class ShadowConfig(TargetConfig):
     sample: float = Field(1.0, ge=0, le=1)
+    compare: Literal["tool_calls"] | None = Field(
+        None, description="compare the served answer's tool calls with the shadow's"
+    )
+
+
+class CaptureConfig(_Strict):
+    """A route's capture of live exchanges as chat fine-tuning examples (distillation)."""
+
+    dir: str = Field(description="where the capture files go (relative to the config file)")
+    sample: float = Field(1.0, ge=0, le=1)
+    policy: str | None = Field(
+        None, description="the policy whose served tools the examples carry (the student's)"
+    )
+    redact: list[str] = Field([], description="regexes; each match in every string is replaced")
+    max_file_mb: float = Field(100.0, gt=0, description="a file past this size is closed")
+    variants: list[str] | None = Field(
+        None, description="the variants whose answers are captured (default: every variant)"
+    )
+
+    @pydantic.field_validator("redact")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        for index, pattern in enumerate(patterns):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"redact[{index}] is not a regular expression: {exc}") from exc
+        return patterns
 
 
 class RouteConfig(_Strict):
@@ -203,6 +240,7 @@ class RouteConfig(_Strict):
     variants: list[VariantConfig] = Field(min_length=1)
     fallback: list[TargetConfig] = []
     shadow: ShadowConfig | None = None
+    capture: CaptureConfig | None = None
 
 
 class ProxyConfig(_Strict):
@@ -227,6 +265,20 @@ class Target:
     policy: Policy
     weight: float = 0.0
     sample: float = 0.0
+    compare: str | None = None  # a shadow's comparison with the served answer
+
+
+@dataclass(frozen=True)
+class Capture:
+    """A route's capture, resolved: its folder, policy and patterns."""
+
+    route: str
+    dir: Path
+    sample: float
+    policy: Policy | None
+    redact: tuple[re.Pattern[str], ...]
+    max_file_bytes: int
+    variants: frozenset[str]  # the variants whose answers are written
 
 
 @dataclass(frozen=True)
@@ -237,6 +289,7 @@ class Route:
     allow_variant_override: bool
     fallback: tuple[Target, ...] = ()
     shadow: Target | None = None
+    capture: Capture | None = None
 
     def variant(self, name: str) -> Target | None:
         return next((v for v in self.variants if v.name == name), None)
@@ -337,6 +390,22 @@ class _Linker:
             policy=served,
             weight=spec.weight if isinstance(spec, VariantConfig) else 0.0,
             sample=spec.sample if isinstance(spec, ShadowConfig) else 0.0,
+            compare=spec.compare if isinstance(spec, ShadowConfig) else None,
+        )
+
+    def capture(self, route: str, spec: CaptureConfig, variants: tuple[Target, ...]) -> Capture:
+        where = f"routes.{route}.capture"
+        names = {variant.name for variant in variants}
+        for unknown in sorted(set(spec.variants or ()) - names):
+            self.error(f"{where}.variants", f"unknown variant {unknown!r}")
+        return Capture(
+            route=route,
+            dir=(Path(self.file).parent / spec.dir).resolve(),
+            sample=spec.sample,
+            policy=self.policy(spec.policy, f"{where}.policy") if spec.policy else None,
+            redact=tuple(re.compile(pattern) for pattern in spec.redact),
+            max_file_bytes=int(spec.max_file_mb * 1024 * 1024),
+            variants=frozenset(spec.variants) if spec.variants is not None else frozenset(names),
         )
 
     def route(self, name: str, spec: RouteConfig) -> Route:
@@ -356,6 +425,9 @@ class _Linker:
         shadow = None
         if spec.shadow is not None:
             shadow = self.target(spec.shadow, f"{where}.shadow", "shadow")
+        capture = None
+        if spec.capture is not None:
+            capture = self.capture(name, spec.capture, variants)
         return Route(
             name=name,
             variants=variants,
@@ -363,6 +435,7 @@ class _Linker:
             allow_variant_override=spec.allow_variant_override,
             fallback=fallback,
             shadow=shadow,
+            capture=capture,
         )
 
     def link(self) -> Runtime:

@@ -82,6 +82,7 @@ def begin_attempt(
         if policy.spec.validate_arguments
         else None
     )
+    record.keeps_arguments = record.argument_check is not None or record.comparison is not None
     attempt = Attempt(target=target.name, upstream=target.upstream_name)
     record.attempts.append(attempt)
     return attempt

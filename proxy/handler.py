@@ -36,12 +36,13 @@ from proxy.state import ProxyState
 class API:
     """What differs between the model APIs: how a body is parsed, and rewritten for a target."""
 
+    name: str  # as a capture names the client's body: `chat` or `responses`
     parse: Callable[[bytes, ToolLists, BodyLimits, Holding], dict[str, Any]]
     prepare: Prepare
 
 
-CHAT = API(parse=parse_chat_body, prepare=outgoing_request)
-RESPONSES = API(parse=parse_responses_body, prepare=outgoing_responses_request)
+CHAT = API("chat", parse=parse_chat_body, prepare=outgoing_request)
+RESPONSES = API("responses", parse=parse_responses_body, prepare=outgoing_responses_request)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -68,7 +69,13 @@ async def serve(
             route = find_route(runtime, model)
             record.route, record.stream = route.name, body.get("stream") is True
             first = select_variant(route, request.headers, body)
-            state.shadows.maybe_send(route, body, record.request_id, api.prepare)
+            if route.capture is not None:
+                record.capture = state.capture.begin(
+                    route.capture, request.headers, body, api.name, len(raw)
+                )
+            record.comparison = state.shadows.maybe_send(
+                route, body, record.request_id, api.prepare
+            )
             # rewrite → forward, for the variant and then each fallback while it fails
             sent = await forward(state.upstreams, route, first, body, record, api.prepare)
             return await relay(request, sent, record)

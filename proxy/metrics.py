@@ -32,6 +32,12 @@ The metrics (all prefixed `tuned_proxy_`; `{route,variant}` is the serving route
   the attempt did not say).
 - `shadow_requests_total{route,outcome}`: shadow copies by outcome (`ok`, `error`, `timeout`,
   `cancelled`, `dropped`).
+- `capture_examples_total{route,outcome}`: sampled exchanges of a capturing route: `written`
+  (a line in the capture file), `dropped` (the writer's queue was full), `skipped` (not an
+  example: an error answer, an opt-out, an answer `training check` would refuse), `failed`
+  (the disk refused the write).
+- `shadow_agreement_total{route,outcome}`: a comparing shadow's tool calls against the served
+  answer's: `same_calls`, `same_functions`, `different`, `no_calls`, `error`.
 - `in_flight_requests`: gauge, requests being served now.
 - `config_reloads_total{result}`: reloads, `ok` or `error`.
 
@@ -180,6 +186,14 @@ class Metrics:
         self.config_reloads = self._counter(
             "config_reloads", "Config reloads.", ("result",)
         ).under()
+        self.capture_examples = self._counter(
+            "capture_examples", "Captured exchanges by outcome.", ("route", "outcome")
+        ).under()
+        self.shadow_agreement = self._counter(
+            "shadow_agreement",
+            "Shadow answers' tool calls compared with the served answer's.",
+            ("route", "outcome"),
+        ).under()
 
     def _counter(self, name: str, documentation: str, labels: tuple[str, ...]) -> CounterFamily:
         family = CounterFamily(f"{PREFIX}{name}", documentation, labels)
@@ -236,6 +250,12 @@ class Metrics:
 
     def observe_shadow(self, route: str, outcome: str) -> None:
         self.shadow_requests[(route, outcome)] += 1
+
+    def observe_capture(self, route: str, outcome: str) -> None:
+        self.capture_examples[(route, outcome)] += 1
+
+    def observe_agreement(self, route: str, outcome: str) -> None:
+        self.shadow_agreement[(route, outcome)] += 1
 
     def observe_reload(self, result: str) -> None:
         self.config_reloads[result] += 1

@@ -125,9 +125,11 @@ def note_chunk_data(record: RequestRecord, data: bytes) -> None:
     Parsing waits until the stream has ended (`observe_noted_chunks`): the client's events go
     out first, and only a byte-level test runs while it waits for them.
     """
+    if record.capture is not None:
+        record.capture.keep(data)  # a captured stream is put back together whole
     # The tool-call test first: a substring search, ~3× cheaper than the regex, and what
     # nearly every chunk of a tool call's stream passes when its arguments are checked.
-    if (record.argument_check is not None and _is_tool_delta(data)) or _INTERESTING.search(data):
+    if (record.keeps_arguments and _is_tool_delta(data)) or _INTERESTING.search(data):
         record.noted_chunks.append(data)
         if len(record.noted_chunks) >= MAX_NOTED_CHUNKS:
             observe_noted_chunks(record)  # a long stream of them: read as it goes
@@ -179,7 +181,7 @@ def _observe_typed_content(record: RequestRecord, content: _Content, streamed: b
             continue
         if function.name:
             record.tool_calls.append(function.name)
-        if record.argument_check is not None:
+        if record.keeps_arguments:
             _keep_typed_arguments(record, call.index, function, streamed)
     if content.function_call is not None and content.function_call.name:
         record.tool_calls.append(content.function_call.name)
@@ -231,7 +233,7 @@ def _observe(record: RequestRecord, answer: dict[str, Any], part: str) -> None:
         if isinstance(content, dict):
             _observe_tool_calls(record, content.get("tool_calls"))
             _observe_function_call(record, content.get("function_call"))
-            if record.argument_check is not None:
+            if record.keeps_arguments:
                 _collect_arguments(record, content, streamed=part == "delta")
 
 
@@ -300,6 +302,8 @@ def note_response_event(record: RequestRecord, data: bytes) -> bool:
     if _TERMINAL_EVENT.search(data) is None:
         return False
     record.noted_chunks.append(data)
+    if record.capture is not None:
+        record.capture.keep(data)
     return True
 
 
@@ -326,7 +330,7 @@ def observe_response(record: RequestRecord, response: dict[str, Any]) -> None:
         name, arguments = call.get("name"), call.get("arguments")
         if isinstance(name, str) and name:
             record.tool_calls.append(name)
-            if record.argument_check is not None and isinstance(arguments, str):
+            if record.keeps_arguments and isinstance(arguments, str):
                 record.call_arguments.append((name, arguments))
     finish = _finish_reason(response, bool(calls))
     if finish is not None:

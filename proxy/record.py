@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
 from proxy import logs
+from proxy.capture.pending import PendingCapture
 from proxy.errors import MAX_ECHOED_CHARS, echo
 from proxy.rewrite import Change
 from proxy.rewrite.policy import Policy
@@ -33,6 +34,12 @@ class Attempt:
     # "auth", "status_408", "status_429", "status_5xx", "invalid_response", "broken_stream",
     # "error_event"; None when it answered.
     reason: str | None = None
+
+
+class AnswerComparison(Protocol):
+    """What waits for the served answer to compare it (`proxy.agreement.Comparison`)."""
+
+    def served_answer(self, record: RequestRecord) -> None: ...
 
 
 @dataclass(slots=True)
@@ -64,6 +71,11 @@ class RequestRecord:
     # Set when the serving policy checks tool-call arguments: the policy and the client's
     # original tools, where each answered call's full schema is looked up at the end.
     argument_check: tuple[Policy, Any] | None = None
+    # Whether answered calls' arguments are kept: to check them, or to compare them with a
+    # shadow's (set with the attempt, read per stream chunk).
+    keeps_arguments: bool = False
+    # The comparison with a shadow's answer, when the route's shadow compares and was sent.
+    comparison: AnswerComparison | None = None
     # Answered calls' (function, arguments); streams join their fragments by index (None
     # for an index sent as null).
     call_arguments: list[tuple[str, str]] = field(default_factory=list)
@@ -71,6 +83,8 @@ class RequestRecord:
     # Stream chunks that report something counted, read at the record stage (see observe.py).
     noted_chunks: list[bytes] = field(default_factory=list)
     recorded: bool = False  # the record stage has run (it runs once)
+    # Set when the route captures this exchange: the answer's bytes are kept for the writer.
+    capture: PendingCapture | None = None
 
     @property
     def api(self) -> str | None:

@@ -34,8 +34,12 @@ def record_request(state: ProxyState, record: RequestRecord) -> None:
         observe_noted_chunks(record)
     if record.argument_check is not None:
         check_arguments(state.arguments, record, *record.argument_check)
+    if record.comparison is not None:
+        record.comparison.served_answer(record)
     state.metrics.observe_request(record)
     log_request(record, state.request_lines)
+    if record.capture is not None:
+        state.capture.submit(record)
 
 
 def record_abandoned(state: ProxyState, record: RequestRecord) -> None:

@@ -69,6 +69,8 @@ async def relay(request: web.Request, sent: Sent, record: RequestRecord) -> web.
         if answer.status >= 400:
             return await relay_error(answer, headers, record)
         streamed = record.stream and answer.content_type.startswith("text/event-stream")
+        if record.capture is not None:
+            capture_from(sent, record, streamed)
         if outgoing.bridged_from is not None:
             return await relay_bridged(request, answer, headers, record, outgoing, streamed)
         if outgoing.api == "responses":
@@ -82,6 +84,17 @@ async def relay(request: web.Request, sent: Sent, record: RequestRecord) -> web.
     finally:
         record.upstream_seconds += answer.wait_seconds
         await answer.close()
+
+
+def capture_from(sent: Sent, record: RequestRecord, streamed: bool) -> None:
+    """Point the request's capture at the attempt that answered, if its variant is captured
+    (a fallback's or another variant's answer is not the model's being distilled)."""
+    capture = record.capture
+    assert capture is not None
+    if sent.target.name not in capture.spec.variants:
+        record.capture = None
+        return
+    capture.outgoing, capture.streamed = sent.outgoing, streamed
 
 
 async def relay_error(
@@ -198,6 +211,8 @@ async def relay_json(
             observe_completion(record, parsed)
         else:
             observe(record, raw)
+        if record.capture is not None:
+            record.capture.keep(raw)
     except jsonutil.JSONDecodeError as exc:
         message = "The upstream answered with a body that is not JSON."
         blame_upstream(record, "invalid_response", message)
@@ -376,6 +391,8 @@ async def relay_bridged(
         completion = completion_object(raw)
         observe_completion(record, completion)
         translated = chat_to_response(completion, outgoing.bridged_from, ids)
+        if record.capture is not None:
+            record.capture.keep(raw)
     except (jsonutil.JSONDecodeError, AnswerNotObject, UpstreamUnreachable) as exc:
         message = "The upstream answered with a body that is not a chat completion."
         blame_upstream(record, "invalid_response", message)

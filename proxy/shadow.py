@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 
 from proxy import jsonutil
+from proxy.agreement import Comparison
 from proxy.config import Route, Target
 from proxy.errors import ProxyError
 from proxy.observe import (
@@ -48,11 +49,13 @@ class ShadowSender:
         max_in_flight: int = 32,
         rng: Callable[[], float] = random.random,
         on_outcome: Callable[[str, str], None] | None = None,
+        on_agreement: Callable[[str, str], None] | None = None,
     ):
         self.upstreams = upstreams
         self.max_in_flight = max_in_flight
         self.rng = rng
         self.on_outcome = on_outcome
+        self.on_agreement = on_agreement
         self.tasks: set[asyncio.Task[None]] = set()
         self.outcomes: Counter[tuple[str, str]] = Counter()
 
@@ -62,16 +65,24 @@ class ShadowSender:
         body: dict[str, Any],
         request_id: str,
         prepare: Prepare = outgoing_request,
-    ) -> None:
+    ) -> Comparison | None:
+        """Send a copy when the route's shadow samples this request; the comparison the
+        served answer is to join, when the shadow compares."""
         shadow = route.shadow
         if shadow is None or self.rng() >= shadow.sample:
-            return
+            return None
         if len(self.tasks) >= self.max_in_flight:
             self._count(route.name, "dropped")
-            return
-        task = asyncio.create_task(self._run(route.name, shadow, body, request_id, prepare))
+            return None
+        comparison = None
+        if shadow.compare is not None and self.on_agreement is not None:
+            comparison = Comparison(route.name, self.on_agreement)
+        task = asyncio.create_task(
+            self._run(route.name, shadow, body, request_id, prepare, comparison)
+        )
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        return comparison
 
     async def close(self) -> None:
         for task in list(self.tasks):
@@ -90,8 +101,10 @@ class ShadowSender:
         body: dict[str, Any],
         request_id: str,
         prepare: Prepare,
+        comparison: Comparison | None = None,
     ) -> None:
         record = RequestRecord(request_id=request_id, path="shadow")
+        record.keeps_arguments = comparison is not None
         outcome = "error"
         try:
             outgoing = prepare(target, body)
@@ -117,6 +130,8 @@ class ShadowSender:
             logger.exception("shadow failed", request_id=request_id, route=route)
         finally:
             self._count(route, outcome)
+            if comparison is not None and outcome != "cancelled":
+                comparison.shadow_answer(record if outcome == "ok" else None)
             logger.info(
                 "shadow",
                 request_id=request_id,

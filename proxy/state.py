@@ -12,6 +12,7 @@ from aiohttp import web
 from proxy.admission import BytesInFlight
 from proxy.arguments import ArgumentChecker
 from proxy.auth import Listener
+from proxy.capture.writer import CaptureWriter
 from proxy.config import Runtime
 from proxy.errors import Overloaded
 from proxy.logs import DirectInfoLines
@@ -32,6 +33,7 @@ class ProxyState:
     shadows: ShadowSender
     metrics: Metrics
     text_bias: TextBiasResolver
+    capture: CaptureWriter
     arguments: ArgumentChecker = field(default_factory=ArgumentChecker)
     # Shared across reloads: a list's text means the same under any config.
     tool_lists: ToolLists = field(default_factory=ToolLists)

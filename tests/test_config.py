@@ -219,3 +219,47 @@ def test_merge_keys_are_not_duplicates(tmp_path: Path) -> None:
     )
     runtime = load_config(tmp_path / "tuned-proxy.yaml")
     assert runtime.config.upstreams["other"].timeout_s == 5
+
+
+def test_capture_and_compare_are_linked_and_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = good()
+    route = config["routes"]["support"]
+    route["shadow"]["compare"] = "tool_calls"
+    route["capture"] = {"dir": "captured", "sample": 0.5, "policy": "support-slim"}
+    route["capture"]["redact"] = [r"\d{16}"]
+    runtime = load_config(write(tmp_path, config))
+    capture = runtime.routes["support"].capture
+    assert capture is not None
+    assert capture.dir == (tmp_path / "captured").resolve()
+    assert capture.variants == {"full", "slim"}  # every variant, by default
+    assert capture.policy is not None
+    assert capture.policy.name == "support-slim"
+    assert runtime.routes["support"].shadow is not None
+    assert runtime.routes["support"].shadow.compare == "tool_calls"
+    assert main(["check", "-c", str(write(tmp_path, config))]) == 0
+    out = capsys.readouterr().out
+    assert "shadow 5.00% of requests: local/next policy=passthrough, compares tool_calls" in out
+    assert "capture 50.00% of full, slim into " in out
+    assert "(tools of support-slim, 1 redact pattern(s))" in out
+
+
+def test_capture_errors_name_the_key(tmp_path: Path) -> None:
+    config = good()
+    config["routes"]["support"]["capture"] = {
+        "dir": "captured",
+        "policy": "nope",
+        "variants": ["full", "teacher"],
+        "redact": ["[unclosed"],
+    }
+    errors = errors_of(tmp_path, config)
+    assert any("routes.support.capture.redact" in e and "redact[0]" in e for e in errors)
+    config["routes"]["support"]["capture"]["redact"] = []
+    config["routes"]["support"]["shadow"]["compare"] = "answers"
+    errors = errors_of(tmp_path, config)
+    assert any("routes.support.shadow.compare" in e for e in errors)
+    config["routes"]["support"]["shadow"]["compare"] = "tool_calls"
+    errors = errors_of(tmp_path, config)
+    assert any("routes.support.capture.variants: unknown variant 'teacher'" in e for e in errors)
+    assert any("routes.support.capture.policy: policy 'nope' not found" in e for e in errors)

@@ -40,6 +40,7 @@ def call_fragment(arguments: str, name: str | None = None) -> bytes:
 def test_chunks_are_read_in_order_after_the_stream() -> None:
     record = RequestRecord(request_id="r", path="/")
     record.argument_check = (PASSTHROUGH, None)
+    record.keeps_arguments = True
     for data in (
         chunk(content="plain text, nothing counted"),
         call_fragment("", name="lookup_order"),
@@ -167,6 +168,7 @@ def _checked_record(check_arguments: bool) -> RequestRecord:
     record = RequestRecord(request_id="r", path="/")
     if check_arguments:
         record.argument_check = (PASSTHROUGH, None)
+        record.keeps_arguments = True
     return record
 
 

@@ -13,8 +13,11 @@ load.py's: chat (`json`, `sse`) by default; the Responses API's (`responses-json
 forwarder passes each mode's request to the upstream path the proxy would use, so for a bridged
 mode its answer is the upstream's chat answer, untranslated.
 
+`--capture` makes this tree's routes capture every exchange (`sample: 1.0`, into the run's
+folder): with `--base HEAD`, the cost of capture on the same code.
+
 Usage: python tests/bench/ab.py [--base REV] [--reps N] [--duration S] [--modes json,sse]
-       [--variant slim|identical]
+       [--variant slim|identical] [--capture]
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import tempfile
 from contextlib import ExitStack
 from io import BytesIO
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from harness import (
     BENCH,
@@ -66,7 +69,12 @@ def export_package(revision: str, into: Path) -> Path:
 
 
 def start_all(
-    run_dir: Path, stack: ExitStack, base_source: Path, variant: str, modes: list[str]
+    run_dir: Path,
+    stack: ExitStack,
+    base_source: Path,
+    variant: str,
+    modes: list[str],
+    capture: bool = False,
 ) -> list[Target]:
     """nginx, the forwarder and the two tuned-proxy processes: [forwarder, base, this tree]."""
     group = stack.enter_context(processes(run_dir))
@@ -81,8 +89,9 @@ def start_all(
     for name, source in (("base", base_source), ("this tree", None)):
         port = free_port()
         log = stack.enter_context((run_dir / f"{name.replace(' ', '-')}.log").open("ab"))
+        served = with_capture(config, run_dir / "captured") if capture and not source else config
         try:
-            tuned = start_tuned_proxy(group, port, config, log, source=source)
+            tuned = start_tuned_proxy(group, port, served, log, source=source)
         except BenchError as exc:
             # The run's folder goes with the run: say what the proxy said (a base from before
             # the Responses API refuses the `responses` setting of those modes' upstreams).
@@ -90,6 +99,19 @@ def start_all(
             raise BenchError(f"{exc}; tuned-proxy ({name}) said: {said}") from None
         targets.append(Target(name, f"http://{LOOPBACK}:{port}", variant, tuned.pid, PROXY_CPU))
     return targets
+
+
+def with_capture(config: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """`config` with every route capturing every exchange into `folder`."""
+    routes = {
+        name: {**route, "capture": {"dir": str(folder), "sample": 1.0}}
+        for name, route in config["routes"].items()
+    }
+    return {**config, "routes": routes}
+
+
+def captured_lines(folder: Path) -> int:
+    return sum(path.read_bytes().count(b"\n") for path in folder.glob("*.jsonl"))
 
 
 def compare(
@@ -136,6 +158,9 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=3, help="whole seconds per wrk run")
     parser.add_argument("--modes", default="json,sse", help="any of: " + ",".join(MODES))
     parser.add_argument("--variant", choices=["slim", "identical"], default="slim")
+    parser.add_argument(
+        "--capture", action="store_true", help="this tree's routes capture every exchange"
+    )
     args = parser.parse_args()
     modes = [mode for mode in args.modes.split(",") if mode]
     settings = LoadSettings(reps=args.reps, duration_s=args.duration, warmup_s=1)
@@ -148,13 +173,15 @@ def main() -> int:
         with ExitStack() as stack:
             run_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-ab-")))
             source = export_package(args.base, run_dir / "base")
-            targets = start_all(run_dir, stack, source, args.variant, modes)
+            targets = start_all(run_dir, stack, source, args.variant, modes, args.capture)
             for target in targets:
                 for mode in modes:
                     check_target(target, mode)
                     wrk(target, mode, 8, settings.warmup_s)
             log = stack.enter_context((run_dir / "unused.log").open("ab"))
             figures = compare(targets, modes, settings, log)
+            if args.capture:
+                print(f"captured lines written: {captured_lines(run_dir / 'captured')}")
     except BenchError as exc:
         print(f"ab: {exc}", file=sys.stderr)
         return 2

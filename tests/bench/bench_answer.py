@@ -36,6 +36,7 @@ ANSWER = (FIXTURES / "answer.json").read_bytes()
 def checked_record() -> RequestRecord:
     record = RequestRecord(request_id="req_bench", path="/v1/chat/completions")
     record.argument_check = (PASSTHROUGH, None)  # arguments are read, as the policies ask
+    record.keeps_arguments = True
     return record
 
 
