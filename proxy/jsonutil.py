@@ -76,6 +76,12 @@ def dumps(value: Any) -> bytes:
     return orjson.dumps(value, default=_known_text, option=orjson.OPT_PASSTHROUGH_SUBCLASS)
 
 
+def dumps_canonical(value: Any) -> bytes:
+    """Compact JSON with every object's keys sorted: values that are equal as JSON give equal
+    bytes whatever their key order, so the text can be hashed to compare them."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
 def dumps_pretty(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
 

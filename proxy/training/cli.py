@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 
 from proxy.training.check import run_check
+from proxy.training.merge import run_merge
 from proxy.training.rewrite import run_rewrite
 from proxy.training.rules import DEFAULT_MAX_TOKENS
 
@@ -17,6 +19,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
+    return value
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     return run_check(args.train, args.format, max_tokens=args.max_tokens)
 
@@ -25,10 +34,25 @@ def _cmd_rewrite(args: argparse.Namespace) -> int:
     return run_rewrite(args.train, args.policy, args.output, new_call_ids=args.new_call_ids)
 
 
+def _cmd_merge(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    # Each option alone is a mistake: a split with nowhere to go, or a file to fill with nothing.
+    if args.holdout is not None and args.holdout_out is None:
+        parser.error("--holdout needs --holdout-out HELDOUT.jsonl, the file the split goes to")
+    if args.holdout_out is not None and args.holdout is None:
+        parser.error("--holdout-out needs --holdout FRACTION, the part of examples to hold out")
+    return run_merge(
+        args.inputs,
+        args.output,
+        holdout=args.holdout or 0.0,
+        heldout=args.holdout_out,
+        force=args.force,
+    )
+
+
 def add_training_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `training check` and `training rewrite` to the main parser's subcommands."""
+    """Add `training check`, `rewrite` and `merge` to the main parser's subcommands."""
     training = commands.add_parser(
-        "training", help="check and rewrite chat and preference (DPO) fine-tuning files"
+        "training", help="check, rewrite and merge chat and preference (DPO) fine-tuning files"
     )
     training_commands = training.add_subparsers(
         dest="training_command", required=True, metavar="COMMAND"
@@ -85,3 +109,34 @@ def add_training_commands(commands: argparse._SubParsersAction[argparse.Argument
         "call_<hex> ids, and the tool_call_id of their answers with them",
     )
     rewrite.set_defaults(run=_cmd_rewrite)
+
+    merge = training_commands.add_parser(
+        "merge",
+        help="join chat training files (captured ones too), drop repeats, split off a held-out set",
+        description="Join chat fine-tuning files in the order given (a directory: its *.jsonl "
+        "in name order, which for capture files is time order), keeping each example as read. "
+        "An example whose messages repeat an earlier one's is dropped. With --holdout, a "
+        "fraction of the examples goes to HELDOUT instead, chosen by a hash of the messages, "
+        "so an example always lands on the same side. A last line that is not complete JSON "
+        "(a capture cut short) is skipped with a warning; any other bad line is an error, and "
+        "then nothing is written.",
+    )
+    merge.add_argument("inputs", nargs="+", type=Path, metavar="FILE_OR_DIR")
+    merge.add_argument("-o", "--output", required=True, type=Path, metavar="OUT.jsonl")
+    merge.add_argument(
+        "--holdout",
+        type=_fraction,
+        metavar="FRACTION",
+        help="the part of the examples to hold out, at least 0 and below 1 (e.g. 0.1); "
+        "needs --holdout-out",
+    )
+    merge.add_argument(
+        "--holdout-out",
+        type=Path,
+        metavar="HELDOUT.jsonl",
+        help="where the held-out examples go, for `tuned-proxy eval`",
+    )
+    merge.add_argument(
+        "--force", action="store_true", help="overwrite OUT and HELDOUT if they exist"
+    )
+    merge.set_defaults(run=functools.partial(_cmd_merge, merge))
