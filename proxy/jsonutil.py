@@ -84,8 +84,3 @@ def dumps_canonical(value: Any) -> bytes:
 
 def dumps_pretty(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
-
-
-def dumps_canonical(value: Any) -> bytes:
-    """`value` written with its keys sorted: two values equal as JSON objects write the same."""
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
