@@ -252,3 +252,31 @@ async def test_sigterm_writes_what_was_captured_and_drops_past_the_queue(tmp_pat
     written = closed.get("written_total", 0)
     assert written + closed.get("dropped_total", 0) == 64
     assert written == len(examples(folder)) > 0
+
+
+async def test_captured_files_merge_into_a_training_file_and_a_held_out_part(
+    fake_upstream: FakeUpstream, start_proxy: StartProxy, tmp_path: Path
+) -> None:
+    """The loop's first steps on real capture files: merge drops the repeated conversations,
+    splits deterministically, and the merged file passes `training check`."""
+    folder = tmp_path / "captured"
+    proxy = await start_proxy(capture_config(fake_upstream, folder, max_file_mb=0.002))
+    client = proxy.client()
+    questions = [f"Question number {n}: where is my parcel?" for n in range(12)]
+    for question in [*questions, *questions[:4]]:  # four conversations twice
+        await client.chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": question}]
+        )
+    await counted(proxy, "written", 16)
+    assert len(list(folder.glob("*.jsonl"))) > 1  # rotated: the merge reads a folder of files
+    merged, held = tmp_path / "train.jsonl", tmp_path / "heldout.jsonl"
+    assert main(["training", "merge", str(folder), "-o", str(merged)]) == 0
+    assert main(["training", "check", str(merged)]) == 0
+    kept = [json.loads(line)["messages"][0]["content"] for line in merged.read_text().splitlines()]
+    assert kept == questions
+    split = ["training", "merge", str(folder), "-o", str(merged), "--force"]
+    assert main([*split, "--holdout", "0.3", "--holdout-out", str(held)]) == 0
+    train = merged.read_text().splitlines()
+    heldout = held.read_text().splitlines()
+    assert len(train) + len(heldout) == 12
+    assert not set(train) & set(heldout)
