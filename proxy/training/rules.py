@@ -51,6 +51,9 @@ class Context:
 
     max_tokens: int = DEFAULT_MAX_TOKENS
     schemas: Schemas = field(default_factory=Schemas)
+    # Serialised definitions already found without a problem: a file (or a capture) offers
+    # the same few tools on every line, and a definition's own findings depend on it alone.
+    sound_definitions: set[bytes] = field(default_factory=set)
 
 
 Rule = Callable[[Example, Context], Iterable[Finding]]
@@ -156,7 +159,7 @@ def tool_definitions(example: Example, context: Context) -> Iterator[Finding]:
                 _DEFINITION,
             )
             continue
-        yield from _function_definition(definition, context)
+        yield from _definition_once(definition, context)
         first = example.functions.get(definition.name) if definition.name else None
         if first is not None and first is not definition:
             yield error(
@@ -167,6 +170,21 @@ def tool_definitions(example: Example, context: Context) -> Iterator[Finding]:
 
 
 _DEFINITION = '{"type": "function", "function": {"name", "description", "parameters"}}'
+MAX_SOUND_DEFINITIONS = 1024
+MAX_SOUND_DEFINITION_BYTES = 16 * 1024  # a larger one is checked each time: memory stays small
+
+
+def _definition_once(definition: Definition, context: Context) -> Iterator[Finding]:
+    """A definition's findings, skipped for one found sound before."""
+    key = definition.serialized
+    if key is not None and key in context.sound_definitions:
+        return
+    findings = list(_function_definition(definition, context))
+    yield from findings
+    if key is not None and not findings and len(key) <= MAX_SOUND_DEFINITION_BYTES:
+        if len(context.sound_definitions) >= MAX_SOUND_DEFINITIONS:
+            context.sound_definitions.clear()
+        context.sound_definitions.add(key)
 
 
 def _tool_wrapper(tool: Any, path: str) -> Iterator[Finding]:

@@ -2,8 +2,12 @@
 
 A file of a hundred thousand examples usually repeats the same few tool definitions, so
 compiling a validator once per distinct definition (keyed by its serialisation, which the
-example view computes once) makes the check of each call cheap. The cache is capped so that
-a file with a new schema on every line still runs in bounded memory.
+example view computes once) makes the check of each call cheap. The cache is capped in
+entries and in bytes so that a file (or a capture) with a new schema on every line still runs
+in bounded memory.
+
+A call is first checked by jsonschema-rs (the proxy's own argument check, many times faster);
+only arguments it refuses go through jsonschema, whose errors say what is wrong.
 """
 
 from __future__ import annotations
@@ -11,10 +15,13 @@ from __future__ import annotations
 from typing import Any
 
 import jsonschema
+import jsonschema_rs
 
 from proxy.training.example import Definition
 
 MAX_CACHED_SCHEMAS = 1024
+# Of serialised definitions: a compiled schema holds several times its text in objects.
+MAX_CACHED_SCHEMA_BYTES = 8 * 1024 * 1024
 # The first few problems are enough to fix the arguments; the rest usually follow from them.
 MAX_PROBLEMS_SHOWN = 3
 # jsonschema quotes the offending value; a long one would bury the line it is reported on.
@@ -26,6 +33,8 @@ class Schemas:
         # serialised definition -> the validator of its parameters, the reason they are not
         # a valid schema, or None when the function declares no parameters object
         self._cache: dict[bytes, Any | str | None] = {}
+        self._fast: dict[bytes, Any] = {}  # the same schemas for jsonschema-rs, where it takes them
+        self._bytes = 0
 
     def problem(self, definition: Definition) -> str | None:
         """Why the function's `parameters` are not a valid JSON Schema, or None."""
@@ -39,7 +48,10 @@ class Schemas:
         problem is reported on the definition.
         """
         validator = self._compiled(definition)
-        if validator is None or isinstance(validator, str) or validator.is_valid(instance):
+        if validator is None or isinstance(validator, str):
+            return []
+        fast = self._fast.get(definition.serialized or b"")
+        if (fast is not None and fast.is_valid(instance)) or validator.is_valid(instance):
             return []
         # Most relevant first, as jsonschema's own `best_match` ranks them.
         errors = sorted(
@@ -52,10 +64,16 @@ class Schemas:
         if key is None:
             return None
         if key not in self._cache:
-            if len(self._cache) >= MAX_CACHED_SCHEMAS:
+            if len(self._cache) >= MAX_CACHED_SCHEMAS or self._bytes > MAX_CACHED_SCHEMA_BYTES:
                 self._cache.clear()
+                self._fast.clear()
+                self._bytes = 0
             parameters = definition.function.get("parameters")
-            self._cache[key] = _compile(parameters) if isinstance(parameters, dict) else None
+            compiled = _compile(parameters) if isinstance(parameters, dict) else None
+            self._cache[key] = compiled
+            self._bytes += len(key)
+            if compiled is not None and not isinstance(compiled, str):
+                self._fast[key] = _compile_fast(parameters)
         return self._cache[key]
 
 
@@ -70,6 +88,15 @@ def _compile(schema: dict[str, Any]) -> Any | str:
     except jsonschema.exceptions.SchemaError as exc:
         return _describe(exc)
     return validator_class(schema)
+
+
+def _compile_fast(schema: Any) -> Any | None:
+    """The schema for jsonschema-rs (offline, formats not asserted, as jsonschema does by
+    default), or None where it does not take a schema jsonschema took."""
+    try:
+        return jsonschema_rs.validator_for(schema, validate_formats=False, offline=True)
+    except Exception:  # its refusals are not documented; jsonschema alone then decides
+        return None
 
 
 def _describe(error: Any) -> str:
