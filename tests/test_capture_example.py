@@ -10,7 +10,13 @@ from typing import Any
 
 import pytest
 
-from proxy.capture.example import Uncapturable, build_example, example_line, redact
+from proxy.capture.example import (
+    Uncapturable,
+    build_example,
+    example_line,
+    redact,
+    student_tools,
+)
 from proxy.capture.pending import PendingCapture
 from proxy.config import Capture
 from proxy.outgoing import Outgoing
@@ -167,7 +173,8 @@ def test_the_capture_policy_serves_the_tools_the_example_carries() -> None:
     slim = load_policy(POLICIES / "support-slim.yaml", "support-slim")
     body = {"messages": [USER], "tools": TOOLS}
     answer = completion({"role": "assistant", **_calls()}, "tool_calls")
-    example = build_example(pending(body, [answer], capture=spec(policy=slim)))
+    captured = pending(body, [answer], capture=spec(policy=slim))
+    example = build_example(captured, student_tools(captured))
     served = rewrite(body, slim).body
     assert example["tools"] == served["tools"]
     assert example["tools"] != TOOLS

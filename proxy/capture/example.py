@@ -40,9 +40,13 @@ class Uncapturable(Exception):
         self.detail = detail[:MAX_DETAIL_CHARS]
 
 
-def example_line(pending: PendingCapture, context: Context) -> bytes:
+# The student's (tools, parallel_tool_calls), from `student_tools`; None: as the model was sent.
+StudentTools = tuple[Any, Any] | None
+
+
+def example_line(pending: PendingCapture, context: Context, student: StudentTools = None) -> bytes:
     """The exchange's JSONL line (newline included); raises `Uncapturable`."""
-    example = build_example(pending)
+    example = build_example(pending, student)
     line = jsonutil.dumps(example) + b"\n"
     problems = [
         finding.message
@@ -54,7 +58,7 @@ def example_line(pending: PendingCapture, context: Context) -> bytes:
     return line
 
 
-def build_example(pending: PendingCapture) -> dict[str, Any]:
+def build_example(pending: PendingCapture, student: StudentTools = None) -> dict[str, Any]:
     """The example, redacted (not yet checked); raises `Uncapturable`."""
     outgoing = pending.outgoing
     if outgoing is None:
@@ -70,7 +74,9 @@ def build_example(pending: PendingCapture) -> dict[str, Any]:
     else:
         answer = answer_from_completion(_json_object(b"".join(pending.answer)))
     example: dict[str, Any] = {"messages": [*map(training_message, messages), answer]}
-    tools, parallel = _served_tools(pending, served)
+    tools, parallel = student if student is not None else _sent_tools(served)
+    if parallel is None:
+        parallel = served.get("parallel_tool_calls")
     if tools:
         example["tools"] = tools
         if isinstance(parallel, bool):
@@ -87,19 +93,26 @@ def _as_chat(body: dict[str, Any]) -> dict[str, Any]:
         raise Uncapturable("not_chat", exc.message) from None
 
 
-def _served_tools(pending: PendingCapture, served: dict[str, Any]) -> tuple[Any, Any]:
-    """The tools and `parallel_tool_calls` the example carries."""
+def _sent_tools(served: dict[str, Any]) -> tuple[Any, Any]:
+    return served.get("tools"), served.get("parallel_tool_calls")
+
+
+def student_tools(pending: PendingCapture) -> StudentTools:
+    """The tools and `parallel_tool_calls` the capture's policy serves the client's request
+    (None without a capture policy); raises `Uncapturable`.
+
+    Apart from the rest of the example: the rewrite's memos are the request path's, so this
+    runs on its thread, and the rest may run on another."""
     policy = pending.spec.policy
     if policy is None:
-        return served.get("tools"), served.get("parallel_tool_calls")
+        return None
     body = pending.client_body
     client = _as_chat(body) if pending.client_api == "responses" else body
     try:
         student = rewrite(client, policy).body
     except ProxyError as exc:
         raise Uncapturable("policy_refused", exc.message) from None
-    parallel = student.get("parallel_tool_calls", served.get("parallel_tool_calls"))
-    return student.get("tools"), parallel
+    return student.get("tools"), student.get("parallel_tool_calls")
 
 
 def training_message(message: Any) -> Any:

@@ -1,11 +1,12 @@
 """The capture writer: a bounded queue and one task, off the request path.
 
-The record stage hands over a request's capture (`submit`) in O(1); the task builds each
-example (`proxy.capture.example`) and appends the lines in a worker thread, so a slow disk
-never holds the event loop. What cannot wait is dropped, never queued without bound: past
-`max_queued` captures or `max_queued_bytes` of memory a new one is dropped (counted). A disk
-that refuses a write (full, unwritable) fails that line only (counted, logged at most once a
-minute); the next line tries again.
+The record stage hands over a request's capture (`submit`) in O(1); the task works out the
+student's tools (the rewrite's memos belong to the event loop's thread), then builds each
+example (`proxy.capture.example`) and appends the lines in a worker thread, so neither a large
+example nor a slow disk holds the event loop. What cannot wait is dropped, never queued
+without bound: past `max_queued` captures or `max_queued_bytes` of memory a new one is dropped
+(counted). A disk that refuses a write (full, unwritable) fails that line only (counted, logged
+at most once a minute); the next line tries again.
 
 Files are `<UTC time>-<route>-<host>-<n>.jsonl` in the capture's folder (`n` tells apart
 those opened in one second, so that name order is time order), created owner-only, and
@@ -34,7 +35,7 @@ from typing import Any
 
 import structlog
 
-from proxy.capture.example import Uncapturable, example_line
+from proxy.capture.example import StudentTools, Uncapturable, example_line, student_tools
 from proxy.capture.pending import PendingCapture, opted_out
 from proxy.config import Capture, ServerConfig
 from proxy.record import RequestRecord
@@ -178,11 +179,11 @@ class CaptureWriter:
                 self.wakeup.clear()
                 await self.wakeup.wait()
                 continue
-            lines = await self._build(self._take_batch())
+            prepared = self._prepare(self._take_batch())
             if self.reopen_files:
                 self.reopen_files = False
                 self._close_files()
-            for route, outcome in await asyncio.to_thread(self._write, lines):
+            for route, outcome in await asyncio.to_thread(self._write, prepared):
                 self.on_outcome(route, outcome)
 
     def _take_batch(self) -> list[PendingCapture]:
@@ -193,29 +194,42 @@ class CaptureWriter:
             batch.append(pending)
         return batch
 
-    async def _build(self, batch: list[PendingCapture]) -> list[tuple[Capture, bytes]]:
-        """Each capture's line, or its `skipped` count; the loop is yielded between them."""
-        lines = []
+    def _prepare(self, batch: list[PendingCapture]) -> list[tuple[PendingCapture, StudentTools]]:
+        """Each capture with its student's tools (on the loop's thread), or its `skipped`."""
+        prepared = []
         for pending in batch:
             try:
-                lines.append((pending.spec, example_line(pending, self.context)))
+                prepared.append((pending, student_tools(pending)))
             except Uncapturable as exc:
-                self.on_outcome(pending.spec.route, "skipped")
-                self._log_once(
-                    f"skipped:{exc.reason}",
-                    "capture skipped an exchange",
-                    level="info",
-                    route=pending.spec.route,
-                    reason=exc.reason,
-                    detail=exc.detail,
-                )
-            await asyncio.sleep(0)
-        return lines
+                self._skipped(pending, exc)
+        return prepared
 
-    def _write(self, lines: list[tuple[Capture, bytes]]) -> list[tuple[str, str]]:
-        """Append each line to its capture's file (in a worker thread): the outcomes."""
+    def _skipped(self, pending: PendingCapture, why: Uncapturable) -> None:
+        self.on_outcome(pending.spec.route, "skipped")
+        self._log_skip(pending.spec.route, why)
+
+    def _log_skip(self, route: str, why: Uncapturable) -> None:
+        self._log_once(
+            f"skipped:{why.reason}",
+            "capture skipped an exchange",
+            level="info",
+            route=route,
+            reason=why.reason,
+            detail=why.detail,
+        )
+
+    def _write(self, prepared: list[tuple[PendingCapture, StudentTools]]) -> list[tuple[str, str]]:
+        """Build each example and append its line to its capture's file (in a worker thread):
+        the outcomes, counted back on the loop's thread."""
         outcomes = []
-        for spec, line in lines:
+        for pending, student in prepared:
+            spec = pending.spec
+            try:
+                line = example_line(pending, self.context, student)
+            except Uncapturable as exc:
+                outcomes.append((spec.route, "skipped"))
+                self._log_skip(spec.route, exc)
+                continue
             try:
                 self._file_for(spec, len(line)).append(line)
             except OSError as exc:

@@ -9,9 +9,13 @@ tree and, with `--base REV`, for another revision's `proxy` package, one after t
 - **bodies**: bursts of concurrent 4 MB bodies whose `tools` is a list of empty objects.
   Peak RSS (VmHWM) added, RSS after, and `/healthz` latency measured during the burst.
 - **scrapes**: 16 scrapers of `/metrics` in a loop, with a normal request timed among them.
+- **capture**: the route captures every exchange; bursts of concurrent 3 MB conversations,
+  each answered in full and so each an example to write. Peak RSS added, RSS after, `/healthz`
+  latency, and the captures written and dropped (this tree only: a base before capture
+  has no such setting).
 
 It prints figures; it asserts nothing. Usage:
-    python tests/bench/abuse.py [--base REV] [--scenarios schemas,bodies,scrapes]
+    python tests/bench/abuse.py [--base REV] [--scenarios schemas,bodies,scrapes,capture]
 """
 
 from __future__ import annotations
@@ -47,8 +51,10 @@ MB = 1024 * 1024
 MESSAGES = [{"role": "user", "content": "call it"}]
 
 
-def config() -> dict[str, Any]:
-    route = {"variants": [{"name": "v", "upstream": "mock", "model": "m"}]}
+def config(capture_dir: Path | None = None) -> dict[str, Any]:
+    route: dict[str, Any] = {"variants": [{"name": "v", "upstream": "mock", "model": "m"}]}
+    if capture_dir is not None:
+        route["capture"] = {"dir": str(capture_dir), "sample": 1.0}
     return {
         "client_keys_env": "ABUSE_KEYS",
         "upstreams": {"mock": {"kind": "mock"}},
@@ -62,7 +68,8 @@ def start(group: Processes, source: Path | None, name: str) -> tuple[int, int]:
 
     port = free_port()
     path = group.run_dir / f"{name}.yaml"
-    path.write_text(json.dumps(config()))
+    captured = group.run_dir / f"{name}-captured" if name.endswith("capture") else None
+    path.write_text(json.dumps(config(captured)))
     env = {**os.environ, "ABUSE_KEYS": KEY}
     if source is not None:
         env["PYTHONPATH"] = str(source)
@@ -180,6 +187,37 @@ async def scrapes(pid: int, url: str, scrapers: int = 16, requests: int = 50) ->
     )
 
 
+async def captures(pid: int, url: str, concurrent: int, bursts: int = 3) -> str:
+    text = "where is my order? " * (3 * MB // 19)
+    body = json.dumps({"model": "chat", "messages": [{"role": "user", "content": text}]})
+    peak_before, before = peak_rss_bytes(pid), rss_bytes(pid)
+    stop = asyncio.Event()
+    pings = asyncio.create_task(pinged(url, stop))
+    connector = aiohttp.TCPConnector(limit=0)
+    statuses: list[int] = []
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for _ in range(bursts):
+            asks = (post(session, url, body.encode()) for _ in range(concurrent))
+            statuses += await asyncio.gather(*asks)
+        await asyncio.sleep(2)  # the writer catches up
+        async with session.get(f"{url}/metrics") as answer:
+            metrics = await answer.text()
+    stop.set()
+    times = await pings
+    peak, after = peak_rss_bytes(pid), rss_bytes(pid)
+    outcomes = {
+        line.split('outcome="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("tuned_proxy_capture_examples_total{")
+    }
+    return (
+        f"{bursts} bursts of {concurrent} × 3 MB conversations captured: peak RSS "
+        f"+{(peak - peak_before) / MB:.0f} MB, RSS {before / MB:.0f} → {after / MB:.0f} MB; "
+        f"/healthz p50 {median(times):.1f} ms, max {max(times):.1f} ms; captures {outcomes}; "
+        f"statuses {sorted(set(statuses))}"
+    )
+
+
 async def timed(session: aiohttp.ClientSession, url: str, body: bytes) -> float:
     started = time.perf_counter()
     await post(session, url, body)
@@ -194,6 +232,7 @@ SCENARIOS: dict[str, list[Scenario]] = {
     ],
     "bodies": [lambda pid, url: bodies(pid, url, 16), lambda pid, url: bodies(pid, url, 40)],
     "scrapes": [scrapes],
+    "capture": [lambda pid, url: captures(pid, url, 16)],
 }
 
 
@@ -218,9 +257,9 @@ def main() -> int:
         with ExitStack() as stack:
             run_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="abuse-")))
             if args.base:
-                run(
-                    f"base {args.base}", export_package(args.base, run_dir / "base"), names, run_dir
-                )
+                source = export_package(args.base, run_dir / "base")
+                on_base = [name for name in names if name != "capture"]
+                run(f"base {args.base}", source, on_base, run_dir)
             run("this tree", None, names, run_dir)
     except BenchError as exc:
         print(f"abuse: {exc}", file=sys.stderr)
