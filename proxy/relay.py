@@ -289,8 +289,7 @@ class StreamRelay:
 
     def _forward(self, events: list[bytes]) -> bytes:
         """The bytes to send for `events`, up to the first one that is not JSON (if any)."""
-        if self.record.first_byte_seconds is None:
-            self.record.first_byte_seconds = time.perf_counter() - self.record.started
+        self._note_first_byte()
         out: list[bytes] = []
         for event in events:
             data = event_data(event)
@@ -315,6 +314,10 @@ class StreamRelay:
                     event = _legacy_event(event, data)
             out.append(event)
         return b"".join(out)
+
+    def _note_first_byte(self) -> None:
+        if self.record.first_byte_seconds is None:
+            self.record.first_byte_seconds = time.perf_counter() - self.record.started
 
     async def _fail(self, response: web.StreamResponse, exc: Exception) -> None:
         error = (
@@ -343,8 +346,7 @@ class ResponsesStreamRelay(StreamRelay):
         self.last_sequence = b""  # the last event's data: a broken stream's error event follows it
 
     def _forward(self, events: list[bytes]) -> bytes:
-        if self.record.first_byte_seconds is None:
-            self.record.first_byte_seconds = time.perf_counter() - self.record.started
+        self._note_first_byte()
         out: list[bytes] = []
         for event in events:
             data = event_data(event)
@@ -415,8 +417,7 @@ class BridgedStreamRelay(StreamRelay):
         self.translator = StreamTranslator(request, ids)
 
     def _forward(self, events: list[bytes]) -> bytes:
-        if self.record.first_byte_seconds is None:
-            self.record.first_byte_seconds = time.perf_counter() - self.record.started
+        self._note_first_byte()
         out = [self.translator.start()]
         for event in events:
             data = event_data(event)

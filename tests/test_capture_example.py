@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +22,7 @@ from proxy.outgoing import Outgoing
 from proxy.policies import load_policy
 from proxy.rewrite import rewrite
 from proxy.training.rules import Context
+from tests.support.captures import capture_spec
 from tests.support.configs import POLICIES
 
 TOOLS = json.loads((POLICIES / "support.tools.json").read_text())
@@ -35,20 +35,6 @@ CALL = {
 USER = {"role": "user", "content": "Where is my order ORD-123456? Mail me at ann@example.com"}
 
 
-def spec(**changes: Any) -> Capture:
-    fields: dict[str, Any] = {
-        "route": "chat",
-        "dir": Path("unused"),
-        "sample": 1.0,
-        "policy": None,
-        "redact": (),
-        "max_file_bytes": 1 << 20,
-        "variants": frozenset({"main"}),
-        **changes,
-    }
-    return Capture(**fields)
-
-
 def pending(
     body: dict[str, Any],
     answer: list[bytes],
@@ -57,7 +43,7 @@ def pending(
     api: str = "chat",
     capture: Capture | None = None,
 ) -> PendingCapture:
-    captured = PendingCapture(capture or spec(), body, api, 100)
+    captured = PendingCapture(capture or capture_spec(), body, api, 100)
     captured.outgoing = Outgoing(dict(body, model="ft"), [], False, False, api=api)
     captured.streamed = streamed
     for data in answer:
@@ -157,11 +143,11 @@ def test_a_redacted_example_is_checked_after_redaction() -> None:
     refuses: it is not written (the reason says which rule)."""
     body = {"messages": [USER], "tools": [LOOKUP]}
     answer = completion({"role": "assistant", **_calls()}, "tool_calls")
-    emails = pending(body, [answer], capture=spec(redact=(re.compile(r"[\w.]+@[\w.]+"),)))
+    emails = pending(body, [answer], capture=capture_spec(redact=(re.compile(r"[\w.]+@[\w.]+"),)))
     line = json.loads(example_line(emails, Context()))
     assert "ann@example.com" not in json.dumps(line)
     assert "[REDACTED]" in line["messages"][0]["content"]
-    orders = pending(body, [answer], capture=spec(redact=(re.compile(r"ORD-\d+"),)))
+    orders = pending(body, [answer], capture=capture_spec(redact=(re.compile(r"ORD-\d+"),)))
     with pytest.raises(Uncapturable) as refused:
         example_line(orders, Context())
     assert refused.value.reason == "training_check"
@@ -173,7 +159,7 @@ def test_the_capture_policy_serves_the_tools_the_example_carries() -> None:
     slim = load_policy(POLICIES / "support-slim.yaml", "support-slim")
     body = {"messages": [USER], "tools": TOOLS}
     answer = completion({"role": "assistant", **_calls()}, "tool_calls")
-    captured = pending(body, [answer], capture=spec(policy=slim))
+    captured = pending(body, [answer], capture=capture_spec(policy=slim))
     example = build_example(captured, student_tools(captured))
     served = rewrite(body, slim).body
     assert example["tools"] == served["tools"]

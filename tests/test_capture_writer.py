@@ -16,6 +16,7 @@ from proxy.capture.writer import CaptureWriter
 from proxy.config import Capture, ServerConfig
 from proxy.outgoing import Outgoing
 from proxy.record import RequestRecord
+from tests.support.captures import capture_spec
 from tests.support.waiting import eventually
 
 USER = {"role": "user", "content": "hi"}
@@ -30,20 +31,6 @@ ANSWER = json.dumps(
         ]
     }
 ).encode()
-
-
-def spec(folder: Path, **changes: Any) -> Capture:
-    fields: dict[str, Any] = {
-        "route": "chat",
-        "dir": folder,
-        "sample": 1.0,
-        "policy": None,
-        "redact": (),
-        "max_file_bytes": 1 << 20,
-        "variants": frozenset({"main"}),
-        **changes,
-    }
-    return Capture(**fields)
 
 
 def answered(capture: Capture, status: int = 200, text: str = "hi") -> RequestRecord:
@@ -85,7 +72,7 @@ async def test_past_its_queue_a_capture_is_dropped_and_close_writes_the_rest(
     counts = Counts()
     writer = CaptureWriter(counts, max_queued=2)
     writer.start()
-    capture = spec(tmp_path / "out")
+    capture = capture_spec(tmp_path / "out")
     for index in range(5):  # all in one go: the writer task has not run yet
         writer.submit(answered(capture, text=f"q{index}"))
     await writer.close()
@@ -98,10 +85,10 @@ async def test_past_its_queue_a_capture_is_dropped_and_close_writes_the_rest(
 async def test_the_queue_is_bounded_in_bytes_too(tmp_path: Path) -> None:
     counts = Counts()
     writer = CaptureWriter(counts, max_queued=100, max_queued_bytes=600)
-    first = answered(spec(tmp_path))
+    first = answered(capture_spec(tmp_path))
     held = first.capture.held_bytes if first.capture else 0
     writer.submit(first)
-    writer.submit(answered(spec(tmp_path)))
+    writer.submit(answered(capture_spec(tmp_path)))
     assert 2 * held > 600 >= held
     assert counts.seen == Counter({("chat", "dropped"): 1})
     await writer.close()
@@ -114,7 +101,7 @@ async def test_an_error_answer_a_gone_client_and_an_unanswered_request_are_skipp
     counts = Counts()
     writer = CaptureWriter(counts)
     writer.start()
-    capture = spec(tmp_path)
+    capture = capture_spec(tmp_path)
     writer.submit(answered(capture, status=500))
     gone = answered(capture)
     gone.client_disconnected = True
@@ -134,7 +121,7 @@ async def test_files_rotate_by_size_hold_whole_lines_and_are_the_owners_alone(
     counts = Counts()
     writer = CaptureWriter(counts)
     writer.start()
-    capture = spec(tmp_path / "out", max_file_bytes=300)  # about two lines a file
+    capture = capture_spec(tmp_path / "out", max_file_bytes=300)  # about two lines a file
     for index in range(7):
         writer.submit(answered(capture, text=f"q{index}"))
     await writer.close()
@@ -157,7 +144,7 @@ async def test_a_folder_that_cannot_be_made_fails_the_lines_and_says_so_once(
     counts = Counts()
     writer = CaptureWriter(counts)
     writer.start()
-    capture = spec(tmp_path / "a-file" / "captures")
+    capture = capture_spec(tmp_path / "a-file" / "captures")
     with structlog.testing.capture_logs() as logs:
         for _ in range(3):
             writer.submit(answered(capture))
@@ -172,7 +159,7 @@ async def test_a_reload_closes_the_files_so_the_next_line_starts_a_new_one(tmp_p
     counts = Counts()
     writer = CaptureWriter(counts)
     writer.start()
-    capture = spec(tmp_path)
+    capture = capture_spec(tmp_path)
     writer.submit(answered(capture, text="before"))
     await _written(writer, counts, 1)
     writer.reconfigure(ServerConfig(capture_queue=7))
@@ -194,8 +181,8 @@ def test_a_sampled_request_that_opts_out_is_skipped_and_an_unsampled_one_not_cou
     writer = CaptureWriter(counts, rng=lambda: 0.5)
     body = {"messages": [USER]}
     off = {"x-tuned-proxy-capture": "OFF"}
-    assert writer.begin(spec(tmp_path, sample=0.4), {}, body, "chat", 10) is None
+    assert writer.begin(capture_spec(tmp_path, sample=0.4), {}, body, "chat", 10) is None
     assert counts.seen == Counter()
-    assert writer.begin(spec(tmp_path, sample=0.6), off, body, "chat", 10) is None
+    assert writer.begin(capture_spec(tmp_path, sample=0.6), off, body, "chat", 10) is None
     assert counts.seen == Counter({("chat", "skipped"): 1})
-    assert writer.begin(spec(tmp_path, sample=0.6), {}, body, "chat", 10) is not None
+    assert writer.begin(capture_spec(tmp_path, sample=0.6), {}, body, "chat", 10) is not None
