@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "helm" / "tuned-proxy"
 EXAMPLES = CHART / "examples"
 DASHBOARD = CHART / "dashboards" / "tuned-proxy.json"
+RULES = CHART / "rules" / "tuned-proxy.rules.yaml"
 RELEASE = "rel"
 NAMESPACE = "apps"
 FULLNAME = f"{RELEASE}-tuned-proxy"
@@ -88,6 +89,18 @@ def container(spec: Manifest, name: str = "tuned-proxy") -> Manifest:
     return dict(found)
 
 
+def notes(values: Manifest | None = None) -> str:
+    return render(values)["tuned-proxy/templates/NOTES.txt"]
+
+
+def volume(spec: Manifest, name: str) -> Manifest | None:
+    return next((v for v in spec.get("volumes", []) if v["name"] == name), None)
+
+
+def mount(proxy: Manifest, name: str) -> Manifest | None:
+    return next((m for m in proxy.get("volumeMounts", []) if m["name"] == name), None)
+
+
 def pod_annotations(docs: list[Manifest]) -> dict[str, str]:
     annotations: dict[str, str] = (
         one(docs, "Deployment")["spec"]["template"]["metadata"].get("annotations") or {}
@@ -117,11 +130,29 @@ def check_service_monitor(monitor: Manifest, docs: list[Manifest]) -> None:
         }
 
 
+def check_prometheus_rule(rule: Manifest) -> None:
+    """No schema for this CRD either: its required shape, checked here."""
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert set(rule) == {"apiVersion", "kind", "metadata", "spec"}
+    assert rule["metadata"]["name"]
+    assert set(rule["spec"]) == {"groups"}
+    for group in rule["spec"]["groups"]:
+        assert set(group) <= {"name", "interval", "rules"}
+        assert group["name"]
+        for recording in group["rules"]:
+            assert set(recording) <= {"record", "expr", "labels"}
+            assert isinstance(recording["record"], str)
+            assert isinstance(recording["expr"], str)
+
+
 def validate_all(docs: list[Manifest]) -> None:
     assert docs
     for doc in docs:
         if doc["kind"] == "ServiceMonitor":
             check_service_monitor(doc, docs)
+            continue
+        if doc["kind"] == "PrometheusRule":
+            check_prometheus_rule(doc)
             continue
         for version in KUBE_VERSIONS:
             kubernetes_validate.validate(doc, version, strict=True)
@@ -412,6 +443,140 @@ def test_the_dashboard_config_map_carries_the_dashboard_for_grafana() -> None:
     assert json.loads(dashboard["data"]["tuned-proxy.json"]) == shipped
 
 
+def test_the_prometheus_rule_carries_the_recording_rules_file() -> None:
+    docs = manifests(render(MODES["servicemonitor"]))
+    rule = one(docs, "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert rule["metadata"]["namespace"] == NAMESPACE
+    shipped = yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    assert rule["spec"] == {"groups": shipped["groups"]}
+    assert f"PrometheusRule {FULLNAME}" in notes(MODES["servicemonitor"])
+
+
+def test_the_prometheus_rule_is_rendered_in_sidecar_mode_too() -> None:
+    values = {**MODES["sidecar"], "prometheusRule": {"enabled": True, "namespace": "monitoring"}}
+    rule = one(manifests(render(values)), "PrometheusRule")
+    assert rule["metadata"]["namespace"] == "monitoring"
+
+
+# ----------------------------------------------------------------------------- capture
+
+CAPTURE = "tuned-proxy-capture"
+DEFAULT_MOUNT = "/var/lib/tuned-proxy/capture"
+
+
+def on_a_claim(**volume: Any) -> Manifest:
+    """Capture values on a persistentVolumeClaim, with `volume` keys over the defaults."""
+    return {"capture": {"enabled": True, "volume": {"type": "persistentVolumeClaim", **volume}}}
+
+
+@pytest.mark.parametrize(
+    ("mode", "kind", "creates_claim"),
+    [("capture", "emptyDir", False), ("capture-pvc", "persistentVolumeClaim", True)],
+)
+def test_the_capture_volume_is_mounted_where_the_routes_write(
+    mode: str, kind: str, creates_claim: bool
+) -> None:
+    values = MODES[mode]
+    docs = manifests(render(values))
+    spec = pod_spec(docs)
+    captured = volume(spec, CAPTURE)
+    assert captured is not None
+    assert set(captured) == {"name", kind}
+    mounted = mount(container(spec), CAPTURE)
+    path = values["capture"].get("mountPath", DEFAULT_MOUNT)
+    assert mounted == {"name": CAPTURE, "mountPath": path}
+    dirs = {route["capture"]["dir"] for route in values["config"]["routes"].values()}
+    assert dirs == {mounted["mountPath"]}, "routes.NAME.capture.dir is the mountPath"
+    assert spec["securityContext"]["fsGroup"] == 10001, "writable by the proxy's user"
+    claims = of_kind(docs, "PersistentVolumeClaim")
+    assert bool(claims) == creates_claim
+    if creates_claim:
+        (claim,) = claims
+        assert captured["persistentVolumeClaim"] == {"claimName": claim["metadata"]["name"]}
+        assert claim["metadata"]["name"] == f"{FULLNAME}-capture"
+        assert claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
+        assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+        assert claim["spec"]["storageClassName"] == "standard"
+        assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    else:
+        assert captured["emptyDir"] == {"sizeLimit": "2Gi"}
+
+
+def test_a_collector_in_the_pod_reads_the_capture_volume() -> None:
+    spec = pod_spec(manifests(render(MODES["capture"])))
+    assert [c["name"] for c in spec["containers"]] == ["tuned-proxy", "capture-collector"]
+    collector = container(spec, "capture-collector")
+    assert mount(collector, CAPTURE) == {"name": CAPTURE, "mountPath": "/capture", "readOnly": True}
+
+
+def test_capture_is_off_by_default() -> None:
+    docs = manifests(render())
+    spec = pod_spec(docs)
+    assert volume(spec, CAPTURE) is None
+    assert mount(container(spec), CAPTURE) is None
+    assert not of_kind(docs, "PersistentVolumeClaim")
+
+
+def test_a_named_claim_is_mounted_and_not_created() -> None:
+    docs = manifests(render(on_a_claim(claimName="captures")))
+    assert not of_kind(docs, "PersistentVolumeClaim")
+    captured = volume(pod_spec(docs), CAPTURE)
+    assert captured == {"name": CAPTURE, "persistentVolumeClaim": {"claimName": "captures"}}
+
+
+@pytest.mark.parametrize(
+    ("storage_class", "expected"), [("", None), ("-", ""), ("fast-ssd", "fast-ssd")]
+)
+def test_the_claims_storage_class(storage_class: str, expected: str | None) -> None:
+    values = on_a_claim(storageClassName=storage_class, keep=False)
+    claim = one(manifests(render(values)), "PersistentVolumeClaim")
+    assert claim["spec"].get("storageClassName") == expected
+    assert "annotations" not in claim["metadata"]
+
+
+def test_an_empty_dir_without_a_size_limit() -> None:
+    values = {"capture": {"enabled": True, "volume": {"sizeLimit": ""}}}
+    captured = volume(pod_spec(manifests(render(values))), CAPTURE)
+    assert captured == {"name": CAPTURE, "emptyDir": {}}
+
+
+def test_a_capturing_route_needs_the_volume_at_its_dir() -> None:
+    with pytest.raises(helm.HelmError, match=r"capture\.enabled"):
+        render({**MODES["capture"], "capture": {"enabled": False}})
+    with pytest.raises(helm.HelmError, match=r"capture\.dir \(/var/lib/tuned-proxy/capture\)"):
+        render({**MODES["capture"], "capture": {"enabled": True, "mountPath": "/data"}})
+    assert "WARNING: no route of the config captures" in notes({"capture": {"enabled": True}})
+
+
+@pytest.mark.parametrize("path", ["/", "/tmp", "/tmp/capture", "/etc/tuned-proxy/capture"])
+def test_a_capture_mount_over_the_charts_own_is_refused(path: str) -> None:
+    with pytest.raises(helm.HelmError, match=r"capture\.mountPath"):
+        render({"capture": {"enabled": True, "mountPath": path}})
+
+
+@pytest.mark.parametrize(
+    ("values", "warned"),
+    [
+        (on_a_claim(), True),  # two replicas
+        (on_a_claim() | {"replicaCount": 1}, True),  # a rolling update surges a second pod
+        (on_a_claim() | {"replicaCount": 1, "autoscaling": {"enabled": True}}, True),
+        (
+            on_a_claim()
+            | {"replicaCount": 1, "strategy": {"type": "Recreate", "rollingUpdate": None}},
+            False,
+        ),
+        (on_a_claim(accessModes=["ReadWriteMany"]), False),
+        (MODES["capture-pvc"], False),
+        (MODES["capture"], False),
+    ],
+)
+def test_a_read_write_once_claim_for_several_pods_is_warned_of(
+    values: Manifest, warned: bool
+) -> None:
+    assert ("is mounted on one node at a time" in notes(values)) == warned
+
+
 # ----------------------------------------------------------------------------- sidecar mode
 
 
@@ -467,6 +632,25 @@ def test_the_sidecar_pod_rolls_on_config_changes_unless_reloading(sidecar_app: P
     reloading = sidecar_pod(sidecar_app, {"tuned-proxy": {"reload": {"enabled": True}}})
     assert "checksum/config" not in pod_annotations(reloading)
     assert "--watch" in container(pod_spec(reloading))["args"]
+
+
+@pytest.mark.parametrize("kind", ["emptyDir", "persistentVolumeClaim"])
+def test_the_sidecar_mounts_the_capture_volume(sidecar_app: Path, kind: str) -> None:
+    capture = {"enabled": True, "mountPath": "/captures", "volume": {"type": kind}}
+    docs = sidecar_pod(sidecar_app, {"tuned-proxy": {"capture": capture}})
+    validate_all(docs)
+    spec = pod_spec(docs)
+    captured = volume(spec, CAPTURE)
+    assert captured is not None
+    assert kind in captured
+    assert mount(container(spec), CAPTURE) == {"name": CAPTURE, "mountPath": "/captures"}
+    assert mount(container(spec, "app"), CAPTURE) is None, "the proxy's alone"
+    claims = of_kind(docs, "PersistentVolumeClaim")
+    assert [c["metadata"]["name"] for c in claims] == (
+        ["support-tuned-proxy-capture"] if kind == "persistentVolumeClaim" else []
+    )
+    if claims:
+        assert captured["persistentVolumeClaim"]["claimName"] == "support-tuned-proxy-capture"
 
 
 def test_the_plain_sidecar_example_matches_the_chart(sidecar_app: Path) -> None:

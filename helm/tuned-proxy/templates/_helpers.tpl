@@ -202,6 +202,10 @@ The proxy container's pieces, shared by the Deployment and the sidecar.
   readOnly: true
 - name: tuned-proxy-tmp
   mountPath: /tmp
+{{- if .Values.capture.enabled }}
+- name: tuned-proxy-capture
+  mountPath: {{ .Values.capture.mountPath | quote }}
+{{- end }}
 {{- end }}
 
 {{- define "tuned-proxy.volumes" -}}
@@ -221,6 +225,63 @@ The proxy container's pieces, shared by the Deployment and the sidecar.
 - name: tuned-proxy-tmp
   emptyDir:
     sizeLimit: 64Mi
+{{- with .Values.capture }}
+{{- if .enabled }}
+- name: tuned-proxy-capture
+  {{- if eq .volume.type "persistentVolumeClaim" }}
+  persistentVolumeClaim:
+    claimName: {{ include "tuned-proxy.captureClaimName" $ }}
+  {{- else if .volume.sizeLimit }}
+  emptyDir:
+    sizeLimit: {{ .volume.sizeLimit }}
+  {{- else }}
+  emptyDir: {}
+  {{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Capture: the volume a route's `capture.dir` writes to.
+*/}}
+
+{{/* The claim the capture volume mounts: the one named, else the chart's own. */}}
+{{- define "tuned-proxy.captureClaimName" -}}
+{{- .Values.capture.volume.claimName | default (printf "%s-capture" (include "tuned-proxy.fullname" .)) }}
+{{- end }}
+
+{{/* Whether the chart creates the capture claim ("true" or ""). */}}
+{{- define "tuned-proxy.captureCreatesClaim" -}}
+{{- $capture := .Values.capture }}
+{{- if and $capture.enabled (eq $capture.volume.type "persistentVolumeClaim") (not $capture.volume.claimName) }}true{{ end }}
+{{- end }}
+
+{{/* The routes of the chart's config that capture, comma-separated (none with existingConfigMap). */}}
+{{- define "tuned-proxy.captureRoutes" -}}
+{{- if not .Values.existingConfigMap }}
+{{- $config := include "tuned-proxy.configParsed" . | fromYaml }}
+{{- $routes := list }}
+{{- range $name, $route := $config.routes | default dict }}
+{{- if and (kindIs "map" $route) (kindIs "map" $route.capture) $route.capture }}
+{{- $routes = append $routes $name }}
+{{- end }}
+{{- end }}
+{{- join "," $routes }}
+{{- end }}
+{{- end }}
+
+{{/*
+"true" when the Deployment's pods may not all mount the capture claim: a claim without
+ReadWriteMany is mounted on one node at a time, so a second replica, an autoscaled one or a
+surging rollout's new pod scheduled on another node waits for it forever.
+*/}}
+{{- define "tuned-proxy.captureClaimTrap" -}}
+{{- $capture := .Values.capture }}
+{{- if and $capture.enabled (eq $capture.volume.type "persistentVolumeClaim") (not (has "ReadWriteMany" $capture.volume.accessModes)) }}
+{{- $surge := toString (dig "rollingUpdate" "maxSurge" 1 (.Values.strategy | default dict)) }}
+{{- $surges := and (ne (toString .Values.strategy.type) "Recreate") (not (has $surge (list "0" "0%"))) }}
+{{- if or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled $surges }}true{{ end }}
+{{- end }}
 {{- end }}
 
 {{/* Checks that span several values; run once from the ConfigMap template. */}}
@@ -231,8 +292,33 @@ The proxy container's pieces, shared by the Deployment and the sidecar.
 {{- if and (eq .Values.mode "deployment") (not .Values.allowUnauthenticated) (not (include "tuned-proxy.clientKeysEnv" .)) }}
 {{- fail "the config sets no client_keys_env: in deployment mode the proxy listens on 0.0.0.0 and refuses to start without client keys. Set client_keys_env in the config (and clientKeys.secretName), or allowUnauthenticated=true behind something that authenticates" }}
 {{- end }}
+{{- include "tuned-proxy.validateCapture" . }}
 {{- $minimum := add .Values.drainTimeoutSeconds .Values.preStopSleepSeconds }}
 {{- if and (not (kindIs "invalid" .Values.terminationGracePeriodSeconds)) (le (int .Values.terminationGracePeriodSeconds) (int $minimum)) }}
 {{- fail (printf "terminationGracePeriodSeconds (%v) must exceed drainTimeoutSeconds + preStopSleepSeconds (%v), or in-flight requests are killed" .Values.terminationGracePeriodSeconds $minimum) }}
+{{- end }}
+{{- end }}
+
+{{/* A capturing route needs the capture volume, mounted where it writes. */}}
+{{- define "tuned-proxy.validateCapture" -}}
+{{- $capture := .Values.capture }}
+{{- $mount := clean $capture.mountPath }}
+{{- range list "/" "/etc/tuned-proxy" "/tmp" }}
+{{- if or (eq $mount .) (and (ne . "/") (hasPrefix (printf "%s/" .) $mount)) }}
+{{- fail (printf "capture.mountPath (%s) must not be / or in /etc/tuned-proxy or /tmp, which the chart mounts for itself" $capture.mountPath) }}
+{{- end }}
+{{- end }}
+{{- if not .Values.existingConfigMap }}
+{{- $config := include "tuned-proxy.configParsed" . | fromYaml }}
+{{- range $name, $route := $config.routes | default dict }}
+{{- if and (kindIs "map" $route) (kindIs "map" $route.capture) $route.capture }}
+{{- $dir := toString (dig "dir" "" $route.capture) }}
+{{- if not $capture.enabled }}
+{{- fail (printf "routes.%s.capture writes to %s, but the container's root filesystem is read-only: set capture.enabled so the chart mounts a writable volume at capture.mountPath, and capture.dir to it" $name ($dir | default "its dir")) }}
+{{- else if ne (clean $dir) $mount }}
+{{- fail (printf "routes.%s.capture.dir (%s) must be capture.mountPath (%s), where the chart mounts the capture volume" $name $dir $capture.mountPath) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end }}

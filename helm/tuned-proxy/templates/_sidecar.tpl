@@ -17,8 +17,11 @@ In an application chart that lists this chart as a dependency, with `mode: sidec
       volumes:
         {{- include "tuned-proxy.volumes" (index .Subcharts "tuned-proxy") | nindent 8 }}
 
-The dependency renders the ConfigMap. examples/sidecar-app is such a chart; examples/sidecar.yaml
-is the same Pod as plain manifests.
+The dependency renders the ConfigMap (and, with capture on a claim it creates, the claim).
+tuned-proxy.volumes carries the capture volume when capture.enabled, and the container mounts it
+at capture.mountPath; on a claim, give the Pod `securityContext.fsGroup: 10001` so the proxy can
+write there. examples/sidecar-app is such a chart; examples/sidecar.yaml is the same Pod as plain
+manifests.
 */}}
 
 {{/* The proxy container, as one item of a containers or initContainers list. */}}
