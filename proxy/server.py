@@ -90,6 +90,10 @@ class _OpenAIErrorProtocol(RequestHandler):
         if request.writer.output_size > 0:  # as aiohttp does: too late for another answer
             raise ConnectionError("the response has started; no error can be sent")
         error = unparsed_request_error(status, exc)
+        if error.status >= 500 and exc is not None:
+            # A handler's exception that no middleware answered (the mock upstream has none):
+            # the answer says nothing of it, the log must.
+            logger.error("unhandled error", exc_info=exc)
         request_id = self._record_unparsed(error)
         response = web.Response(
             body=jsonutil.dumps(error.body()),

@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
+import structlog
+from aiohttp import web
 
 from proxy.app import build_app
 from proxy.config import load_config
@@ -536,3 +538,31 @@ async def test_only_a_safe_request_id_is_echoed(
     assert (returned == given) is echoed
     if not echoed:
         assert returned.startswith("req_")
+
+
+async def test_a_handler_exception_no_middleware_answers_is_a_500_and_logged() -> None:
+    """An app without the proxy's middleware (the mock upstream's) whose handler raises: the
+    answer is OpenAI's 500, quoting nothing, and the traceback is in the log."""
+
+    async def broken(request: web.Request) -> web.Response:
+        raise TypeError("a secret-looking detail")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", broken)
+    runner = await start_site(app, "127.0.0.1", 0)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(
+                    f"http://127.0.0.1:{bound_port(runner)}/v1/chat/completions", json={}
+                ) as answer,
+            ):
+                body = await answer.read()
+    finally:
+        await runner.cleanup()
+    assert answer.status == 500
+    assert json.loads(body)["error"]["code"] == "internal_error"
+    assert b"secret-looking" not in body
+    [logged] = [line for line in logs if line["event"] == "unhandled error"]
+    assert isinstance(logged["exc_info"], TypeError)

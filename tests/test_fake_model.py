@@ -158,6 +158,18 @@ def test_slimmed_tools_are_matched_by_name_and_called_with_empty_arguments() -> 
     assert called_names(request("weather in Rome", slim)) == ["getWeather"]
 
 
+@pytest.mark.parametrize("required", [True, "order_id", {"order_id": 1}, None])
+def test_a_schema_whose_required_is_not_a_list_gets_a_call_all_the_same(required: Any) -> None:
+    """A client's schema is anything: a `required` that lists nothing names no argument (the
+    fake answered a 500 for a `true` there)."""
+    tool = {
+        "type": "function",
+        "function": {"name": "lookup_order", "parameters": {"required": required}},
+    }
+    message = message_of(request("Look up order 7", [tool]))
+    assert message["tool_calls"][0]["function"]["arguments"] == "{}"
+
+
 def test_tool_call_answer_has_openai_shape() -> None:
     response = complete(request("weather in Paris", TOOLS), WELL_BEHAVED)
     choice = response["choices"][0]

@@ -630,7 +630,10 @@ def _schema_type(schema: dict[str, Any]) -> str:
 def _object_value(schema: dict[str, Any], hints: _Hints, root: Any, depth: int) -> Any:
     properties = schema.get("properties")
     properties = properties if isinstance(properties, dict) else {}
-    required = [name for name in schema.get("required") or [] if isinstance(name, str)]
+    listed = schema.get("required")
+    # A client's schema is anything: `required` that is not a list names nothing.
+    listed = listed if isinstance(listed, list) else []
+    required = [name for name in listed if isinstance(name, str)]
     return {
         name: _example_value(properties.get(name, {}), hints, root, depth + 1) for name in required
     }
