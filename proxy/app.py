@@ -265,10 +265,12 @@ def build_app(
         await upstreams.start()
         state.text_bias.start(state.runtime, state.replace_runtime)
         state.capture.start()
+        state.use_tracing(state.runtime.config.tracing)
         yield
         state.text_bias.stop()
         await state.capture.close()  # what was captured before SIGTERM is written
         await shadows.close()
+        await state.close_tracing()  # after the shadows: a cancelled copy's span ends first
         await upstreams.close()
 
     app.cleanup_ctx.append(upstream_session)

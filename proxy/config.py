@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from proxy.errors import ConfigError, validation_messages
 from proxy.policies import load_policy
@@ -243,8 +244,46 @@ class RouteConfig(_Strict):
     capture: CaptureConfig | None = None
 
 
+# Where an OTLP/HTTP collector takes traces when the endpoint names no path (OTLP's own default).
+OTLP_TRACES_PATH = "/v1/traces"
+
+
+class TracingConfig(_Strict):
+    """OpenTelemetry traces (docs/tracing.md): off unless `otlp_endpoint` is set."""
+
+    otlp_endpoint: str | None = Field(
+        None,
+        description="the collector's OTLP/HTTP traces URL (http://collector:4318/v1/traces; "
+        "one without a path gets /v1/traces); unset: no tracing, at no cost",
+    )
+    sample: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="share of new traces recorded; a client's traceparent decides for its own",
+    )
+    service_name: str = Field("tuned-proxy", min_length=1, description="the spans' service.name")
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _traces_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if parts.path in ("", "/"):
+            return parts._replace(path=OTLP_TRACES_PATH).geturl()
+        return parts.geturl()
+
+    @property
+    def enabled(self) -> bool:
+        return self.otlp_endpoint is not None
+
+
 class ProxyConfig(_Strict):
     server: ServerConfig = ServerConfig()
+    tracing: TracingConfig = TracingConfig()
     client_keys_env: str | None = None
     policies_dir: str = "policies"
     upstreams: dict[str, UpstreamConfig]

@@ -46,9 +46,13 @@ async def forward(
         is_last = position == len(targets) - 1
         outgoing = prepare(target, body)
         attempt = begin_attempt(record, target, outgoing, body)
+        trace = record.trace  # with tracing on, each attempt is a span the upstream continues
+        headers = None if trace is None else trace.attempt(target, outgoing.api)
         started = time.perf_counter()
         try:
-            answer = await upstreams.send(target, outgoing.body, record.request_id, outgoing.api)
+            answer = await upstreams.send(
+                target, outgoing.body, record.request_id, outgoing.api, headers
+            )
         except UpstreamFailure as exc:
             attempt.error = exc.message
             attempt.reason = exc.reason

@@ -74,7 +74,7 @@ async def serve(
                     route.capture, request.headers, body, api.name, len(raw)
                 )
             record.comparison = state.shadows.maybe_send(
-                route, body, record.request_id, api.prepare
+                route, body, record.request_id, api.prepare, record.trace
             )
             # rewrite → forward, for the variant and then each fallback while it fails
             sent = await forward(state.upstreams, route, first, body, record, api.prepare)

@@ -40,6 +40,9 @@ The metrics (all prefixed `tuned_proxy_`; `{route,variant}` is the serving route
   answer's: `same_calls`, `same_functions`, `different`, `no_calls`, `error`.
 - `in_flight_requests`: gauge, requests being served now.
 - `config_reloads_total{result}`: reloads, `ok` or `error`.
+- `trace_spans_dropped_total{reason}`: spans that never reached the trace collector (tracing
+  on): `queue_full` (the export queue held its most), `export_failed` (the collector refused
+  or could not be reached), `shutdown` (ended after their provider was shut down).
 
 Labels stay bounded: route and variant names come from the config, never from the client. A
 request that failed before it was routed (bad JSON, bad key, unknown model) counts with
@@ -55,7 +58,7 @@ import math
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from proxy.exposition import (
     TEXT_FORMAT,
@@ -72,6 +75,8 @@ from proxy.rewrite import ACTIONS
 PREFIX = "tuned_proxy_"
 NOT_ROUTED = ""
 OTHER = "other"
+# Why a span was not exported (`Metrics.count_dropped_spans`).
+SPAN_DROP_REASONS = ("queue_full", "export_failed", "shutdown")
 # Why an attempt failed when the record does not say (an older caller, an unforeseen path).
 UNKNOWN_REASON = "unknown"
 FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
@@ -124,6 +129,16 @@ class Metrics:
         self.in_flight = Gauge(
             f"{PREFIX}in_flight_requests", "Requests being served now.", registry=self.registry
         )
+        # Counted from the trace exporter's thread too: prometheus_client's Counter, which
+        # takes a lock (see `proxy.exposition`).
+        self.trace_spans_dropped = Counter(
+            f"{PREFIX}trace_spans_dropped",
+            "Spans never exported to the trace collector, by reason.",
+            ("reason",),
+            registry=self.registry,
+        )
+        for reason in SPAN_DROP_REASONS:
+            self.trace_spans_dropped.labels(reason)  # each series exists from the start, at 0
 
     def _define_request_metrics(self) -> None:
         variant = ("route", "variant")
@@ -259,6 +274,10 @@ class Metrics:
 
     def observe_reload(self, result: str) -> None:
         self.config_reloads[result] += 1
+
+    def count_dropped_spans(self, reason: str, count: int) -> None:
+        """Spans the tracing dropped (`proxy.tracing`); safe from any thread."""
+        self.trace_spans_dropped.labels(reason).inc(count)
 
     def render(self) -> tuple[bytes, str]:
         """The body and content type of `GET /metrics` (Prometheus text format), as of now."""

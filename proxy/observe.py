@@ -1,4 +1,5 @@
-"""Read what an answer says (usage, finish reasons, tool calls) without changing a byte of it.
+"""Read what an answer says (usage, finish reasons, tool calls, the model that answered)
+without changing a byte of it.
 
 Stream chunks are only parsed when a byte-level test shows they carry something we count:
 most chunks of a long answer are content deltas and are passed over unparsed.
@@ -78,6 +79,7 @@ _NULL = msgspec.Raw(b"null")  # an absent usage reads as null
 
 
 class _Chunk(msgspec.Struct, gc=False):
+    model: str | None = None
     choices: list[_ChunkChoice] | None = None
     # Kept as its JSON text and parsed by orjson: `record.usage` holds what orjson reads,
     # down to a big integer read as a float.
@@ -85,6 +87,7 @@ class _Chunk(msgspec.Struct, gc=False):
 
 
 class _Completion(msgspec.Struct, gc=False):
+    model: str | None = None
     choices: list[_CompletionChoice] | None = None
     usage: msgspec.Raw = _NULL
 
@@ -163,6 +166,8 @@ def _observe_typed(
         usage = None if answer.usage == _NULL else jsonutil.loads(bytes(answer.usage))
     except (msgspec.DecodeError, jsonutil.JSONDecodeError, RecursionError):
         return False
+    if answer.model:
+        record.response_model = answer.model
     _observe_usage(record, usage)
     for choice in answer.choices or ():
         if choice.finish_reason is not None:
@@ -224,6 +229,7 @@ def _observe_chunk_dicts(record: RequestRecord, data: bytes) -> None:
 def _observe(record: RequestRecord, answer: dict[str, Any], part: str) -> None:
     """Usage, finish reasons and tool calls of an answer whose choices carry `part`
     (`message` in a completion, `delta` in a stream chunk)."""
+    _observe_model(record, answer.get("model"))
     _observe_usage(record, answer.get("usage"))
     for choice in _choices(answer):
         reason = choice.get("finish_reason")
@@ -261,6 +267,11 @@ def _collect_arguments(record: RequestRecord, content: dict[str, Any], streamed:
 def _choices(answer: dict[str, Any]) -> list[dict[str, Any]]:
     choices = answer.get("choices")
     return [c for c in choices if isinstance(c, dict)] if isinstance(choices, list) else []
+
+
+def _observe_model(record: RequestRecord, model: Any) -> None:
+    if isinstance(model, str) and model:
+        record.response_model = model
 
 
 def _observe_usage(record: RequestRecord, usage: Any) -> None:
@@ -322,6 +333,7 @@ def observe_response_events(record: RequestRecord) -> None:
 def observe_response(record: RequestRecord, response: dict[str, Any]) -> None:
     """Usage, finish and function calls of a Response, in the words chat's are counted in:
     the same metrics read both APIs."""
+    _observe_model(record, response.get("model"))
     usage = response.get("usage")
     if isinstance(usage, dict):
         record.usage = usage_as_chat(usage)

@@ -4,7 +4,8 @@
     hand over → record                                         (here, whatever the outcome)
 
 A failure anywhere in `serve` becomes its OpenAI error answer; the answer is handed over before
-the bookkeeping, and the record stage runs once, also for a client that went away.
+the bookkeeping, and the record stage runs once, also for a client that went away. With tracing
+on, the request's span starts here and ends at the record stage.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ Serve = Callable[[web.Request, ProxyState, RequestRecord], Awaitable[web.StreamR
 async def run_pipeline(request: web.Request, serve: Serve) -> web.StreamResponse:
     """`serve` the request, hand its answer (or its error) over, and record it."""
     state, record = request.app[STATE], request[RECORD]
+    tracing = state.tracing
+    if tracing is not None:  # off, tracing costs a request this check and a few like it
+        record.trace = tracing.start_request(request.headers, record.request_id)
     try:
         try:
             response = await serve(request, state, record)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -18,6 +18,9 @@ from proxy.capture.pending import PendingCapture
 from proxy.errors import MAX_ECHOED_CHARS, echo
 from proxy.rewrite import Change
 from proxy.rewrite.policy import Policy
+
+if TYPE_CHECKING:  # the tracing module loads the OpenTelemetry SDK: only when tracing is on
+    from proxy.tracing import RequestTrace
 
 logger = structlog.get_logger("tuned_proxy.request")
 
@@ -61,6 +64,7 @@ class RequestRecord:
     usage: dict[str, Any] | None = None
     finish_reasons: list[str] = field(default_factory=list)
     tool_calls: list[str] = field(default_factory=list)
+    response_model: str | None = None  # the model the answer says answered, when it says
     error: str | None = None
     client_disconnected: bool = False
     # Function names the serving policy was trained on: metric labels stay within them.
@@ -85,6 +89,8 @@ class RequestRecord:
     recorded: bool = False  # the record stage has run (it runs once)
     # Set when the route captures this exchange: the answer's bytes are kept for the writer.
     capture: PendingCapture | None = None
+    # The request's spans while tracing is on (`proxy.tracing`), ended at the record stage.
+    trace: RequestTrace | None = None
 
     @property
     def api(self) -> str | None:
@@ -168,6 +174,8 @@ def log_request(record: RequestRecord, direct: logs.DirectInfoLines | None = Non
         fields["error"] = record.error
     if record.client_disconnected:
         fields["client_disconnected"] = True
+    if record.trace is not None:
+        fields["trace_id"] = record.trace.trace_id
     if direct is not None:
         direct.info("request", fields)
     else:

@@ -1,5 +1,6 @@
 """The record stage: once a request's answer is handed over, read what the answer said, check
-its tool calls' arguments, count it and write its log line. Exactly once per request.
+its tool calls' arguments, end its spans (tracing on), count it and write its log line. Exactly
+once per request.
 
 `record_unparsed` does the same for a request aiohttp's parser refused, which never reaches
 the app.
@@ -18,6 +19,7 @@ from proxy.observe import observe_noted_chunks, observe_response_events
 from proxy.record import RequestRecord, log_request
 from proxy.rewrite.policy import Policy
 from proxy.state import STATE, ProxyState
+from proxy.tracing_attributes import finish_trace
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request the client abandoned
 
@@ -34,6 +36,8 @@ def record_request(state: ProxyState, record: RequestRecord) -> None:
         observe_noted_chunks(record)
     if record.argument_check is not None:
         check_arguments(state.arguments, record, *record.argument_check)
+    if record.trace is not None:
+        finish_trace(record)
     if record.comparison is not None:
         record.comparison.served_answer(record)
     state.metrics.observe_request(record)

@@ -14,7 +14,7 @@ import contextlib
 import random
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -34,7 +34,11 @@ from proxy.observe import (
 from proxy.outgoing import Prepare, outgoing_request
 from proxy.record import RequestRecord
 from proxy.sse import EventSplitter, event_data
+from proxy.tracing_attributes import shadow_attributes
 from proxy.upstream import Upstreams
+
+if TYPE_CHECKING:
+    from proxy.tracing import RequestTrace
 
 logger = structlog.get_logger("tuned_proxy.shadow")
 MAX_SHADOW_ANSWER_BYTES = 16 * 1024 * 1024
@@ -65,9 +69,11 @@ class ShadowSender:
         body: dict[str, Any],
         request_id: str,
         prepare: Prepare = outgoing_request,
+        trace: RequestTrace | None = None,
     ) -> Comparison | None:
-        """Send a copy when the route's shadow samples this request; the comparison the
-        served answer is to join, when the shadow compares."""
+        """Send a copy when the route's shadow samples this request (with tracing on, in a
+        span linked to the request's `trace`); the comparison the served answer is to join,
+        when the shadow compares."""
         shadow = route.shadow
         if shadow is None or self.rng() >= shadow.sample:
             return None
@@ -78,7 +84,7 @@ class ShadowSender:
         if shadow.compare is not None and self.on_agreement is not None:
             comparison = Comparison(route.name, self.on_agreement)
         task = asyncio.create_task(
-            self._run(route.name, shadow, body, request_id, prepare, comparison)
+            self._run(route.name, shadow, body, request_id, prepare, comparison, trace)
         )
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -102,14 +108,21 @@ class ShadowSender:
         request_id: str,
         prepare: Prepare,
         comparison: Comparison | None = None,
+        trace: RequestTrace | None = None,
     ) -> None:
         record = RequestRecord(request_id=request_id, path="shadow")
         record.keeps_arguments = comparison is not None
         outcome = "error"
+        span = None
         try:
             outgoing = prepare(target, body)
+            span = None if trace is None else trace.shadow(target, outgoing.api)
             answer = await self.upstreams.send(
-                target, outgoing.body, f"{request_id}-shadow", outgoing.api
+                target,
+                outgoing.body,
+                f"{request_id}-shadow",
+                outgoing.api,
+                None if span is None else span.headers,
             )
             try:
                 record.status = answer.status
@@ -132,6 +145,8 @@ class ShadowSender:
             self._count(route, outcome)
             if comparison is not None and outcome != "cancelled":
                 comparison.shadow_answer(record if outcome == "ok" else None)
+            if span is not None:
+                span.finish(shadow_attributes(record, route, outcome))
             logger.info(
                 "shadow",
                 request_id=request_id,

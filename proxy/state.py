@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -13,7 +15,7 @@ from proxy.admission import BytesInFlight
 from proxy.arguments import ArgumentChecker
 from proxy.auth import Listener
 from proxy.capture.writer import CaptureWriter
-from proxy.config import Runtime
+from proxy.config import Runtime, TracingConfig
 from proxy.errors import Overloaded
 from proxy.logs import DirectInfoLines
 from proxy.metrics import Metrics
@@ -22,6 +24,9 @@ from proxy.request import ToolLists
 from proxy.shadow import ShadowSender
 from proxy.text_bias import TextBiasResolver
 from proxy.upstream import Upstreams
+
+if TYPE_CHECKING:
+    from proxy.tracing import Tracing
 
 
 @dataclass
@@ -44,6 +49,10 @@ class ProxyState:
     # Where the request log line skips structlog's pipeline (`logs.LoggingSetup`); None: it
     # goes through structlog (an app not served by `serve`, or a console or quiet log).
     request_lines: DirectInfoLines | None = None
+    # The tracing in use (None: off, which the request path checks and nothing more), and
+    # the providers reloads replaced, each shut down by its task once its requests are done.
+    tracing: Tracing | None = None
+    retiring: dict[asyncio.Task[None], Tracing] = field(default_factory=dict)
     draining: bool = False
     in_flight: int = 0
     # Request ids: a random per-process prefix and a counter — unique without a syscall
@@ -78,6 +87,34 @@ class ProxyState:
 
     def count_reload(self, result: str) -> None:
         self.metrics.observe_reload(result)
+
+    def use_tracing(self, config: TracingConfig) -> None:
+        """Trace as `config` says from the next request on (at start-up and on reload). A
+        provider it replaces is shut down in the background once its requests are done."""
+        current = self.tracing
+        wanted = config if config.enabled else None
+        if (current.config if current is not None else None) == wanted:
+            return
+        # Imported here: the OpenTelemetry SDK is loaded only by a config that traces.
+        from proxy.tracing import Tracing, retire
+
+        self.tracing = Tracing(config, self.metrics.count_dropped_spans) if config.enabled else None
+        if current is not None:
+            task = asyncio.create_task(retire(current))
+            self.retiring[task] = current
+            task.add_done_callback(self.retiring.pop)
+
+    async def close_tracing(self) -> None:
+        """Flush every provider's spans, each within its bounded time (the app's end)."""
+        if self.tracing is None and not self.retiring:
+            return
+        from proxy.tracing import close_tracing
+
+        closing = [*self.retiring.values(), *([self.tracing] if self.tracing else [])]
+        for task in list(self.retiring):
+            task.cancel()
+        self.tracing = None
+        await asyncio.gather(*(close_tracing(tracing) for tracing in closing))
 
 
 STATE: web.AppKey[ProxyState] = web.AppKey("state", ProxyState)

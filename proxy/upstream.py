@@ -308,14 +308,20 @@ class Upstreams:
         return self._session
 
     async def send(
-        self, target: Target, body: dict[str, Any], request_id: str, api: str = "chat"
+        self,
+        target: Target,
+        body: dict[str, Any],
+        request_id: str,
+        api: str = "chat",
+        trace_headers: Mapping[str, str] | None = None,
     ) -> UpstreamResponse:
         """Send `body` to the target's upstream, at its endpoint of `api` (`chat`, or
-        `responses`); raise a `ProxyError` if no answer starts."""
+        `responses`), with `trace_headers` (`traceparent`) when tracing is on; raise a
+        `ProxyError` if no answer starts."""
         if isinstance(target.upstream, MockUpstream):
             serialised(body)  # refused alike, whichever kind the upstream is
             return await _send_mock(body, request_id, api)
-        return await self._send_http(target, body, request_id, api)
+        return await self._send_http(target, body, request_id, api, trace_headers)
 
     def _endpoint_for(self, target: Target, api: str) -> _Endpoint:
         key = (id(target.upstream), target.upstream_name, target.model, api)
@@ -362,7 +368,12 @@ class Upstreams:
         return tokens
 
     async def _send_http(
-        self, target: Target, body: dict[str, Any], request_id: str, api: str
+        self,
+        target: Target,
+        body: dict[str, Any],
+        request_id: str,
+        api: str,
+        trace_headers: Mapping[str, str] | None,
     ) -> UpstreamResponse:
         assert self._session is not None, "Upstreams.start() was not called"
         endpoint = self._endpoint_for(target, api)
@@ -373,6 +384,8 @@ class Upstreams:
             "Accept": "text/event-stream" if body.get("stream") else "application/json",
             "X-Request-Id": request_id,
         }
+        if trace_headers is not None:
+            headers.update(trace_headers)
         try:
             # Redirects are not followed: aiohttp would carry an `api-key` header to whatever
             # origin a redirect names (it drops only `Authorization`). A 3xx is a failure.

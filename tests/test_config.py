@@ -263,3 +263,36 @@ def test_capture_errors_name_the_key(tmp_path: Path) -> None:
     errors = errors_of(tmp_path, config)
     assert any("routes.support.capture.variants: unknown variant 'teacher'" in e for e in errors)
     assert any("routes.support.capture.policy: policy 'nope' not found" in e for e in errors)
+
+
+def test_tracing_is_off_unless_an_endpoint_is_given(tmp_path: Path) -> None:
+    tracing = load_config(write(tmp_path, good())).config.tracing
+    assert (tracing.enabled, tracing.otlp_endpoint) == (False, None)
+    assert (tracing.sample, tracing.service_name) == (1.0, "tuned-proxy")
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        ("http://collector:4318", "http://collector:4318/v1/traces"),
+        ("http://collector:4318/", "http://collector:4318/v1/traces"),
+        ("https://otlp.example.com/api/v1/traces", "https://otlp.example.com/api/v1/traces"),
+    ],
+)
+def test_a_tracing_endpoint_without_a_path_gets_otlps_traces_path(
+    tmp_path: Path, given: str, used: str
+) -> None:
+    config = {**good(), "tracing": {"otlp_endpoint": given, "sample": 0.25}}
+    tracing = load_config(write(tmp_path, config)).config.tracing
+    assert (tracing.enabled, tracing.otlp_endpoint, tracing.sample) == (True, used, 0.25)
+
+
+def test_tracing_settings_are_checked(tmp_path: Path) -> None:
+    tracing = {"otlp_endpoint": "collector:4318", "sample": 2, "service_name": "", "port": 1}
+    path = write(tmp_path, {**good(), "tracing": tracing})
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    text = "\n".join(caught.value.errors)
+    for field in ("otlp_endpoint", "sample", "service_name", "port"):
+        assert f"tracing.{field}" in text
+    assert "http:// or https:// URL" in text

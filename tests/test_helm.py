@@ -311,6 +311,44 @@ def test_an_existing_config_map_is_mounted_whole_without_a_checksum() -> None:
     assert keys["valueFrom"]["secretKeyRef"] == {"name": "support-proxy-keys", "key": "keys"}
 
 
+# ----------------------------------------------------------------------------- tracing
+
+
+@pytest.mark.parametrize("given", ["map", "text"])
+def test_the_tracing_values_become_the_configs_tracing_section(given: str, tmp_path: Path) -> None:
+    tracing = {"otlpEndpoint": "http://otel-collector.observability:4318", "sample": 0.5}
+    config = MODES["reload"]["config"]
+    values = {**MODES["reload"], "tracing": {**tracing, "serviceName": "support-proxy"}}
+    if given == "text":
+        values = {**values, "config": {}, "configYaml": yaml.safe_dump(config)}
+    runtime = load_config(mounted_files(manifests(render(values)), tmp_path))
+    assert (
+        runtime.config.tracing.otlp_endpoint == "http://otel-collector.observability:4318/v1/traces"
+    )
+    assert (runtime.config.tracing.sample, runtime.config.tracing.service_name) == (
+        0.5,
+        "support-proxy",
+    )
+    assert set(runtime.routes) == set(config["routes"])
+
+
+def test_without_an_endpoint_the_config_has_no_tracing(tmp_path: Path) -> None:
+    docs = manifests(render({"tracing": {"sample": 0.1}}))
+    assert "tracing" not in one(docs, "ConfigMap")["data"]["tuned-proxy.yaml"]
+    assert not load_config(mounted_files(docs, tmp_path)).config.tracing.enabled
+
+
+def test_tracing_set_twice_or_beside_an_existing_config_map_is_refused() -> None:
+    endpoint = {"tracing": {"otlpEndpoint": "http://collector:4318"}}
+    config = {**MODES["reload"]["config"], "tracing": {"otlp_endpoint": "http://other:4318"}}
+    with pytest.raises(helm.HelmError, match="one place"):
+        render({**MODES["reload"], "config": config, **endpoint})
+    with pytest.raises(helm.HelmError, match="existingConfigMap"):
+        render({**MODES["existing-configmap"], **endpoint})
+    with pytest.raises(helm.HelmError, match="otlpEndpoint"):
+        render({"tracing": {"otlpEndpoint": "collector:4318"}})
+
+
 # ----------------------------------------------------------------------------- the Deployment
 
 

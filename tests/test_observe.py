@@ -23,6 +23,7 @@ from proxy.observe import (
     observe_completion,
     observe_completion_json,
     observe_noted_chunks,
+    observe_response,
 )
 from proxy.record import RequestRecord
 from proxy.rewrite.policy import PASSTHROUGH
@@ -160,6 +161,7 @@ def _outcome(record: RequestRecord, read: Callable[[], object]) -> str:
         record.usage,
         record.call_arguments,
         record.streamed_calls,
+        record.response_model,
     )
     return repr(fields)  # repr tells 1 from 1.0 and True, as a key or a value
 
@@ -256,3 +258,28 @@ def test_an_answer_that_is_not_a_json_object_is_refused_before_anything_is_recor
     with pytest.raises(AnswerNotObject):
         observe_completion_json(record, b'[{"usage": {}}]')
     assert record.usage is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'{"model": "ft-a", "choices": [{"finish_reason": "stop"}]}',
+        b'{"model": 7, "choices": [{"finish_reason": "stop"}]}',  # read as dicts: no model
+        b'{"model": "ft-a", "model": "ft-b", "choices": []}',
+    ],
+)
+def test_the_answering_model_is_read_both_ways_alike(text: bytes) -> None:
+    typed, general = _checked_record(False), _checked_record(False)
+    typed.noted_chunks = [text]
+    expected = _outcome(general, lambda: _observe_chunk_dicts(general, text))
+    assert _outcome(typed, lambda: observe_noted_chunks(typed)) == expected
+
+
+def test_the_answering_model_is_recorded_from_a_completion_a_chunk_and_a_response() -> None:
+    completion, streamed, response = (_checked_record(False) for _ in range(3))
+    observe_completion_json(completion, b'{"model": "ft-1", "choices": []}')
+    streamed.noted_chunks = [b'{"model": "ft-2", "choices": [{"finish_reason": "stop"}]}']
+    observe_noted_chunks(streamed)
+    observe_response(response, {"model": "ft-3", "status": "completed", "output": []})
+    models = [completion.response_model, streamed.response_model, response.response_model]
+    assert models == ["ft-1", "ft-2", "ft-3"]

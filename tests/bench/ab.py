@@ -14,10 +14,12 @@ forwarder passes each mode's request to the upstream path the proxy would use, s
 mode its answer is the upstream's chat answer, untranslated.
 
 `--capture` makes this tree's routes capture every exchange (`sample: 1.0`, into the run's
-folder): with `--base HEAD`, the cost of capture on the same code.
+folder): with `--base HEAD`, the cost of capture on the same code. `--trace-sample S` makes
+this tree's process trace its requests (`tracing.sample: S`) to nginx standing in for an
+OTLP/HTTP collector: what tracing costs, against a base that does not trace.
 
 Usage: python tests/bench/ab.py [--base REV] [--reps N] [--duration S] [--modes json,sse]
-       [--variant slim|identical] [--capture]
+       [--variant slim|identical] [--capture] [--trace-sample S]
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ def start_all(
     variant: str,
     modes: list[str],
     capture: bool = False,
+    trace_sample: float | None = None,
 ) -> list[Target]:
     """nginx, the forwarder and the two tuned-proxy processes: [forwarder, base, this tree]."""
     group = stack.enter_context(processes(run_dir))
@@ -89,7 +92,10 @@ def start_all(
     for name, source in (("base", base_source), ("this tree", None)):
         port = free_port()
         log = stack.enter_context((run_dir / f"{name.replace(' ', '-')}.log").open("ab"))
-        served = with_capture(config, run_dir / "captured") if capture and not source else config
+        served = config
+        if source is None:  # this tree
+            served = with_capture(served, run_dir / "captured") if capture else served
+            served = with_tracing(served, upstream, trace_sample)
         try:
             tuned = start_tuned_proxy(group, port, served, log, source=source)
         except BenchError as exc:
@@ -108,6 +114,14 @@ def with_capture(config: dict[str, Any], folder: Path) -> dict[str, Any]:
         for name, route in config["routes"].items()
     }
     return {**config, "routes": routes}
+
+
+def with_tracing(config: dict[str, Any], upstream: str, sample: float | None) -> dict[str, Any]:
+    """`config` tracing at `sample` to nginx's `/v1/traces` (a 200 for every batch), or as it
+    is when `sample` is None."""
+    if sample is None:
+        return config
+    return {**config, "tracing": {"otlp_endpoint": f"{upstream}/v1/traces", "sample": sample}}
 
 
 def captured_lines(folder: Path) -> int:
@@ -131,10 +145,16 @@ def compare(
     return figures
 
 
-def report(figures: dict[tuple[str, str], list[float]], modes: list[str], base: str) -> str:
+def report(
+    figures: dict[tuple[str, str], list[float]],
+    modes: list[str],
+    base: str,
+    trace_sample: float | None = None,
+) -> str:
     runs = len(next(iter(figures.values())))
+    traced = "" if trace_sample is None else f"; this tree traces at sample {trace_sample:g}"
     lines = [
-        f"CPU µs per request at c={CONNECTIONS}, median of {runs} runs",
+        f"CPU µs per request at c={CONNECTIONS}, median of {runs} runs{traced}",
         "",
         f"| mode | forwarder | base ({base}) | this tree | this ÷ base "
         "| forwarder ÷ base | forwarder ÷ this |",
@@ -161,6 +181,9 @@ def main() -> int:
     parser.add_argument(
         "--capture", action="store_true", help="this tree's routes capture every exchange"
     )
+    parser.add_argument(
+        "--trace-sample", type=float, help="this tree traces its requests at this sample"
+    )
     args = parser.parse_args()
     modes = [mode for mode in args.modes.split(",") if mode]
     settings = LoadSettings(reps=args.reps, duration_s=args.duration, warmup_s=1)
@@ -173,7 +196,9 @@ def main() -> int:
         with ExitStack() as stack:
             run_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-ab-")))
             source = export_package(args.base, run_dir / "base")
-            targets = start_all(run_dir, stack, source, args.variant, modes, args.capture)
+            targets = start_all(
+                run_dir, stack, source, args.variant, modes, args.capture, args.trace_sample
+            )
             for target in targets:
                 for mode in modes:
                     check_target(target, mode)
@@ -185,7 +210,7 @@ def main() -> int:
     except BenchError as exc:
         print(f"ab: {exc}", file=sys.stderr)
         return 2
-    print(report(figures, modes, args.base))
+    print(report(figures, modes, args.base, args.trace_sample))
     return 0
 
 

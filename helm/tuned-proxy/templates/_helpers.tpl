@@ -65,8 +65,8 @@ routes:
       - {name: base, upstream: mock, model: demo}
 {{- end }}
 
-{{/* The config file's text, as the ConfigMap holds it. */}}
-{{- define "tuned-proxy.configText" -}}
+{{/* The config file's text as the values give it (or the demo's). */}}
+{{- define "tuned-proxy.givenConfigText" -}}
 {{- if and .Values.configYaml .Values.config }}
 {{- fail "set either config (a map) or configYaml (text), not both" }}
 {{- end }}
@@ -76,6 +76,23 @@ routes:
 {{- toYaml .Values.config }}
 {{- else }}
 {{- include "tuned-proxy.demoConfig" . }}
+{{- end }}
+{{- end }}
+
+{{/* The config file's text, as the ConfigMap holds it: as given, and the tracing values as its
+`tracing` section when they name an endpoint. */}}
+{{- define "tuned-proxy.configText" -}}
+{{- $given := include "tuned-proxy.givenConfigText" . }}
+{{- $given }}
+{{- if .Values.tracing.otlpEndpoint }}
+{{- if hasKey ($given | fromYaml) "tracing" }}
+{{- fail "tracing.otlpEndpoint is set and the config has a tracing section too: set tracing in one place" }}
+{{- end }}
+{{- $tracing := dict "otlp_endpoint" .Values.tracing.otlpEndpoint "sample" .Values.tracing.sample }}
+{{- with .Values.tracing.serviceName }}
+{{- $_ := set $tracing "service_name" . }}
+{{- end }}
+{{ dict "tracing" $tracing | toYaml }}
 {{- end }}
 {{- end }}
 
@@ -288,6 +305,9 @@ surging rollout's new pod scheduled on another node waits for it forever.
 {{- define "tuned-proxy.validate" -}}
 {{- if and .Values.existingConfigMap (or .Values.config .Values.configYaml .Values.policies) }}
 {{- fail "existingConfigMap replaces config, configYaml and policies: leave them empty" }}
+{{- end }}
+{{- if and .Values.existingConfigMap .Values.tracing.otlpEndpoint }}
+{{- fail "tracing.otlpEndpoint goes into the chart's ConfigMap: with existingConfigMap, set tracing in its config" }}
 {{- end }}
 {{- if and (eq .Values.mode "deployment") (not .Values.allowUnauthenticated) (not (include "tuned-proxy.clientKeysEnv" .)) }}
 {{- fail "the config sets no client_keys_env: in deployment mode the proxy listens on 0.0.0.0 and refuses to start without client keys. Set client_keys_env in the config (and clientKeys.secretName), or allowUnauthenticated=true behind something that authenticates" }}
