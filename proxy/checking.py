@@ -8,7 +8,7 @@ a policy lever its upstream ignores, a slim policy that omits every function.
 
 from __future__ import annotations
 
-from proxy.config import Capture, Route, Runtime, Target, UpstreamConfig
+from proxy.config import Capture, Route, Runtime, Target, TracingConfig, UpstreamConfig
 from proxy.rewrite.capabilities import Capabilities
 from proxy.rewrite.policy import Policy
 from proxy.text_bias import Resolution
@@ -31,7 +31,17 @@ def report(runtime: Runtime) -> list[str]:
     lines += describe_upstreams(runtime)
     policies = sorted(name for name in runtime.policies if name != "passthrough")
     lines.append(f"policies: {', '.join(policies) or 'none'}")
+    lines.append(describe_tracing(runtime.config.tracing))
     return lines
+
+
+def describe_tracing(tracing: TracingConfig) -> str:
+    if tracing.otlp_endpoint is None:
+        return "tracing: off"
+    return (
+        f"tracing: OTLP/HTTP to {tracing.otlp_endpoint}, {tracing.sample:.0%} of new traces, "
+        f"service {tracing.service_name}"
+    )
 
 
 def describe_target(target: Target) -> str:

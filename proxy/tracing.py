@@ -133,7 +133,7 @@ class Tracing:
 
     def target_attributes(self, target: Target, api: str) -> dict[str, AttributeValue]:
         """Operation, provider, model and server of a request to `target` in `api`, and which
-        variant, upstream and policy of the config it is."""
+        variant and upstream of the config it is."""
         upstream = target.upstream
         provider = provider_name(upstream)
         attributes: dict[str, AttributeValue] = {
@@ -143,7 +143,6 @@ class Tracing:
             "tuned_proxy.variant": target.name,
             "tuned_proxy.upstream": target.upstream_name,
             "tuned_proxy.upstream.server": upstream.server_name,
-            "tuned_proxy.policy": target.policy.name,
         }
         if provider == "openai":  # the conventions' openai.* go with that provider only
             attributes["openai.api.type"] = api_type(api)
@@ -198,12 +197,14 @@ class RequestTrace:
     """One model request's spans: the SERVER span and a CLIENT span per upstream attempt.
 
     All of them end at the record stage (`tracing_attributes.finish_trace`), with what the
-    record then says; an attempt that failed ends at the time the next one started.
+    record then says; an attempt that failed ends at the time the next one started. A request
+    that is not sampled keeps nothing and gets no span per attempt: its own carries the trace
+    on to the upstream.
     """
 
     __slots__ = (
         "_attempts",
-        "_context",
+        "_carried",
         "_served_by",
         "_span",
         "_tracing",
@@ -214,9 +215,9 @@ class RequestTrace:
     def __init__(self, tracing: Tracing, span: Span) -> None:
         self._tracing = tracing
         self._span = span
-        self._context = set_span_in_context(span, Context())
         self._attempts: list[tuple[Span, list[int]]] = []  # (span, [its end in ns] once known)
         self._served_by: Attributes = {}
+        self._carried: dict[str, str] | None = None  # an unsampled request's trace headers
         context = span.get_span_context()
         self.trace_id = format_trace_id(context.trace_id)
         self.recording = span.is_recording()
@@ -224,13 +225,21 @@ class RequestTrace:
     def attempt(self, target: Target, api: str) -> dict[str, str]:
         """Start the CLIENT span of an attempt at `target` (the one before it failed: it ends
         now) and return the headers that carry it to the upstream."""
+        if not self.recording:
+            if self._carried is None:
+                self._carried = self._tracing.headers_for(self._span)
+            return self._carried
         if self._attempts:
             self._attempts[-1][1].append(time.time_ns())
-        # A request not sampled keeps nothing: its spans only carry the trace on.
-        attributes = self._tracing.target_attributes(target, api) if self.recording else {}
-        span = self._tracing.client_span(target, attributes, self._context, [])
+        attributes = self._tracing.target_attributes(target, api)
+        parent = set_span_in_context(self._span, Context())
+        span = self._tracing.client_span(target, attributes, parent, [])
         self._attempts.append((span, []))
-        self._served_by = {key: attributes[key] for key in SERVED_BY if key in attributes}
+        # What the request's span will say of the target that served it.
+        self._served_by = {
+            "gen_ai.provider.name": attributes["gen_ai.provider.name"],
+            "tuned_proxy.policy": target.policy.name,
+        }
         return self._tracing.headers_for(span)
 
     def shadow(self, target: Target, api: str) -> ShadowSpan | None:
@@ -240,7 +249,11 @@ class RequestTrace:
         if not self.recording:
             return None
         link = Link(self._span.get_span_context())
-        attributes = {**self._tracing.target_attributes(target, api), "tuned_proxy.shadow": True}
+        attributes = {
+            **self._tracing.target_attributes(target, api),
+            "tuned_proxy.policy": target.policy.name,
+            "tuned_proxy.shadow": True,
+        }
         span = self._tracing.client_span(target, attributes, Context(), [link])
         self._tracing.open += 1
         return ShadowSpan(self._tracing, span)
@@ -254,22 +267,13 @@ class RequestTrace:
         for (span, ended), outcome in zip(self._attempts, attempts, strict=False):
             end_span(span, outcome, ended[0] if ended else None)
         self._span.update_name(f"{OPERATION} {model}" if model else OPERATION)
-        self._span.set_attributes(self._served_by)
-        end_span(self._span, attributes)
+        end_span(self._span, {**self._served_by, **attributes})
         self._tracing.closed_one()
 
     def finish_unrecorded(self) -> None:
-        """End the spans of a request that is not sampled (nothing to say: nothing is kept)."""
-        for span, _ in self._attempts:
-            span.end()
+        """End the span of a request that is not sampled (nothing to say: nothing is kept)."""
         self._span.end()
         self._tracing.closed_one()
-
-
-# What the request's span repeats of the target that served it.
-SERVED_BY = frozenset(
-    {"gen_ai.provider.name", "openai.api.type", "tuned_proxy.policy", "tuned_proxy.upstream.server"}
-)
 
 
 class ShadowSpan:

@@ -33,9 +33,9 @@ def finish_trace(record: RequestRecord) -> None:
         if not trace.recording:
             trace.finish_unrecorded()
             return
+        # What the answer said goes on the request's span alone: a backend that sums
+        # gen_ai.usage.* over spans counts each request's tokens once.
         attempts = [attempt_attributes(attempt) for attempt in record.attempts]
-        if attempts:  # the last attempt is the one whose answer the record read
-            attempts[-1].update(answer_attributes(record))
         # The model the client asked for is the route's name.
         trace.finish(record.route, request_attributes(record), attempts)
     except Exception:  # a span must never cost the request its count and its log line

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from proxy.checking import describe_tracing
 from proxy.cli import main
 from proxy.config import AzureUpstream, load_config
 from proxy.errors import ConfigError
@@ -163,6 +164,7 @@ def test_check_prints_routes_and_exits_0(
     assert "10.00%" in out
     assert "fallback 1: local/base policy=passthrough" in out
     assert "shadow 5.00% of requests: local/next" in out
+    assert "tracing: off" in out
 
 
 def test_check_prints_error_lines_and_exits_1(
@@ -285,6 +287,9 @@ def test_a_tracing_endpoint_without_a_path_gets_otlps_traces_path(
     config = {**good(), "tracing": {"otlp_endpoint": given, "sample": 0.25}}
     tracing = load_config(write(tmp_path, config)).config.tracing
     assert (tracing.enabled, tracing.otlp_endpoint, tracing.sample) == (True, used, 0.25)
+    assert describe_tracing(tracing) == (
+        f"tracing: OTLP/HTTP to {used}, 25% of new traces, service tuned-proxy"
+    )
 
 
 def test_tracing_settings_are_checked(tmp_path: Path) -> None:

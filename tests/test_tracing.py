@@ -122,7 +122,6 @@ async def test_a_request_continues_the_clients_trace_to_the_upstream(
         "gen_ai.usage.output_tokens": answer.usage.completion_tokens if answer.usage else None,
         "gen_ai.response.finish_reasons": ["stop"],
         "http.response.status_code": 200,
-        "openai.api.type": "chat_completions",
         "tuned_proxy.route": "chat",
         "tuned_proxy.variant": "main",
         "tuned_proxy.upstream": "fake",
@@ -130,17 +129,13 @@ async def test_a_request_continues_the_clients_trace_to_the_upstream(
         "tuned_proxy.stream": False,
         "tuned_proxy.attempts": 1,
         "tuned_proxy.policy": "passthrough",
-        "tuned_proxy.upstream.server": "other",
     }
     host, port = fake_upstream.url.removeprefix("http://").split(":")
+    # What the answer said is on the request's span alone (tokens counted once per request).
     assert upstream.attributes == {
         "gen_ai.operation.name": "chat",
         "gen_ai.provider.name": "openai",
         "gen_ai.request.model": "ft-model",
-        "gen_ai.response.model": "ft-model",
-        "gen_ai.usage.input_tokens": server.attributes["gen_ai.usage.input_tokens"],
-        "gen_ai.usage.output_tokens": server.attributes["gen_ai.usage.output_tokens"],
-        "gen_ai.response.finish_reasons": ["stop"],
         "openai.api.type": "chat_completions",
         "server.address": host,
         "server.port": int(port),
@@ -148,7 +143,6 @@ async def test_a_request_continues_the_clients_trace_to_the_upstream(
         "tuned_proxy.variant": "main",
         "tuned_proxy.upstream": "fake",
         "tuned_proxy.upstream.server": "other",
-        "tuned_proxy.policy": "passthrough",
     }
     assert (server.error, upstream.error) == (False, False)
     assert {span.service for span in spans} == {"tuned-proxy"}
