@@ -277,3 +277,29 @@ async def test_check_resolve_asks_the_tokenizers(
     assert "warning: logit_bias.text 'two words' on llama.cpp/ft-model is 2 tokens" in out
     asked = [seen.body for seen in fake_upstream.received if seen.path == "/tokenize"]
     assert {"content": "<tool_call>"} in asked  # llama.cpp's form
+
+
+async def test_rewrite_resolve_shows_the_bias_with_its_ids(
+    fake_upstream: FakeUpstream, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text_bias_policy(tmp_path, {"<tool_call>": 5})
+    config = profiled(fake_upstream.url)
+    config["routes"]["llama.cpp"]["variants"][0]["policy"] = "bias-text"
+    path = write(tmp_path, config)
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"model": "llama.cpp", "messages": QUESTION}))
+    command = ["rewrite", "-c", str(path), "--model", "llama.cpp", str(request)]
+    # Offline, the dry run cannot know the ids: the bias waits, as a serving proxy's would.
+    assert main(command) == 0
+    offline = capsys.readouterr()
+    assert "logit_bias" not in json.loads(offline.out)
+    assert "  logit_bias_pending" in offline.err
+    # `--resolve` asks the tokenizer (its own event loop: in a thread, beside the test's).
+    import asyncio
+
+    assert await asyncio.to_thread(main, [*command, "--resolve"]) == 0
+    resolved = capsys.readouterr()
+    (token,) = fake_token_ids("<tool_call>")
+    assert json.loads(resolved.out)["logit_bias"] == {str(token): 5}
+    assert f"logit_bias.text '<tool_call>' on llama.cpp/ft-model: token {token}" in resolved.err
+    assert "  logit_bias_applied" in resolved.err
