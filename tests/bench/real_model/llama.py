@@ -122,6 +122,12 @@ def add_server_arguments(parser: Any) -> None:
     )
 
 
+def exit_on_sigterm() -> None:
+    """SIGTERM ends the script through its `finally` blocks, so the servers it started stop
+    too (a script started in the background by a shell ignores SIGINT)."""
+    signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
+
+
 @contextmanager
 def llama_server(args: Any, run: Path) -> Iterator[tuple[str, subprocess.Popen[bytes] | None]]:
     """llama-server's base URL (no `/v1`) and its process (None when `--llama-url` was given),

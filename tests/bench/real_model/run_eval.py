@@ -187,6 +187,7 @@ def main() -> int:
     )  # fmt: skip
     llama.add_server_arguments(parser)
     args = parser.parse_args()
+    llama.exit_on_sigterm()
     args.run.mkdir(parents=True, exist_ok=True)
     log = args.run / "llama-server.log"
     with llama.llama_server(args, args.run) as (base, server):

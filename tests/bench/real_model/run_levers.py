@@ -142,7 +142,7 @@ def row(results: list[dict[str, Any]], variant: str, which: str) -> list[object]
     prompts = [a["prompt_tokens"] for a in ok if a["prompt_tokens"]]
     return [
         f"{variant} (server: {VARIANTS[variant]})",
-        "expected" if which == "expected" else "another",
+        which,
         len(answers),
         llama.percent(named, len(answers)),
         other,
@@ -160,6 +160,7 @@ def main() -> int:
     parser.add_argument("--run", type=Path, default=llama.CACHE / "run-levers")
     llama.add_server_arguments(parser)
     args = parser.parse_args()
+    llama.exit_on_sigterm()
     args.run.mkdir(parents=True, exist_ok=True)
     turns = llama.user_tool_turns(args.limit)
     results: list[dict[str, Any]] = []
@@ -171,7 +172,7 @@ def main() -> int:
             client = llama.sdk_client(proxy)
             for number, case in enumerate(turns, 1):
                 expected = case.expected[0].name
-                for which, function in (("expected", expected), ("another", OTHER[expected])):
+                for which, function in (("expected", expected), ("other", OTHER[expected])):
                     for variant in VARIANTS:
                         answer = ask(client, args.api, case, function, variant, args.max_tokens)
                         llama.check_alive(server, args.run / "llama-server.log", "during the run")
@@ -188,9 +189,9 @@ def main() -> int:
                         print(f"[{number}/{len(turns)}] {case.id} {variant}, {function}: {said}")
             actions = llama.metric_values(proxy, "tuned_proxy_rewrites_total")
     (args.run / "levers.json").write_text(json.dumps(results, indent=1) + "\n")
-    header = ["variant", "F", "requests", "calls F", "calls another", "text", "failed"]
+    header = ["variant", "F", "requests", "calls F", "calls not F", "text", "failed"]
     header.append("prompt tok")
-    rows = [row(results, v, w) for w in ("expected", "another") for v in VARIANTS]
+    rows = [row(results, v, w) for w in ("expected", "other") for v in VARIANTS]
     print(f"\nnamed tool_choice through the {args.api} API, {len(turns)} held-out user turns")
     print(llama.table(header, rows))
     emulated = {k: v for k, v in actions.items() if "tool_choice_emulated" in k}

@@ -206,6 +206,7 @@ def main() -> int:
     parser.add_argument("--run", type=Path, default=llama.CACHE / "run-responses")
     llama.add_server_arguments(parser)
     args = parser.parse_args()
+    llama.exit_on_sigterm()
     args.run.mkdir(parents=True, exist_ok=True)
     turns = llama.user_tool_turns(args.limit)
     results: list[dict[str, Any]] = []
