@@ -93,8 +93,12 @@ class ShadowSender:
     ) -> None:
         record = RequestRecord(request_id=request_id, path="shadow")
         outcome = "error"
+        rewrite: list[str] = []
         try:
             outgoing = prepare(target, body)
+            # What the shadow's policy and upstream changed (a lever emulated or removed on the
+            # server being tried), in the vocabulary of the request line's `rewrite`.
+            rewrite = sorted({change.action for change in outgoing.changes})
             answer = await self.upstreams.send(
                 target, outgoing.body, f"{request_id}-shadow", outgoing.api
             )
@@ -129,6 +133,7 @@ class ShadowSender:
                 tool_calls=record.tool_calls,
                 finish_reasons=record.finish_reasons,
                 prompt_tokens=(record.usage or {}).get("prompt_tokens"),
+                rewrite=rewrite,
                 error=record.error,
             )
 
