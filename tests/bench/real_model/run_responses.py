@@ -102,11 +102,20 @@ def ask_json(client: openai.OpenAI, body: dict[str, Any]) -> dict[str, Any]:
 
 def ask_stream(client: openai.OpenAI, body: dict[str, Any]) -> dict[str, Any]:
     events: Counter[str] = Counter()
+    last: Any = None
     try:
         with client.responses.stream(model=ROUTE, **body) as stream:
             for event in stream:
                 events[event.type] += 1
-            final = stream.get_final_response()
+                if event.type in ("response.completed", "response.incomplete"):
+                    last = event
+            # The SDK assembles a final Response only from `response.completed`: an answer cut
+            # at max_output_tokens ends in `response.incomplete`, whose event carries it (as
+            # OpenAI's own streams do).
+            if last is not None and last.type == "response.incomplete":
+                final = last.response
+            else:
+                final = stream.get_final_response()
     except (openai.OpenAIError, RuntimeError) as exc:
         # An `error` event is raised as an APIError; a broken order as a RuntimeError.
         return {"error": failure(exc), "events": dict(events)}
@@ -142,6 +151,7 @@ def figures(results: list[dict[str, Any]], mode: str) -> list[object]:
         f"{parses}/{items}",
         sum(1 for a in ok if not a["calls"]),
         sum(1 for a in ok if a["usage"]),
+        sum(1 for a in ok if a["status"] == "incomplete"),
     ]
 
 
@@ -171,6 +181,7 @@ def report(results: list[dict[str, Any]], seconds: float) -> str:
         "arguments parse as a JSON object",
         "answers in text only",
         "answers with usage",
+        "incomplete (max_output_tokens)",
     ]
     columns = [figures(results, mode) for mode in MODES]
     header = ["", "responses.create", "responses.stream", "create again"]
