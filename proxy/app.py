@@ -172,7 +172,8 @@ RESPONSES_PATHS = (
 MODELS_PATHS = ("/v1/models", "/models", "/openai/models", "/openai/v1/models")
 # What a 404 lists: the paths an application is meant to use.
 SERVED = (
-    "POST /v1/chat/completions (Azure: /openai/deployments/{name}/chat/completions), GET /v1/models"
+    "POST /v1/chat/completions (Azure: /openai/deployments/{name}/chat/completions), "
+    "POST /v1/responses (Azure: /openai/v1/responses), GET /v1/models"
 )
 
 

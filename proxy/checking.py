@@ -95,8 +95,11 @@ def levers(policy: Policy) -> str:
         parts.append(f"parallel_tool_calls {str(spec.parallel_tool_calls).lower()}")
     bias = spec.logit_bias
     if bias is not None:
-        count = len(bias.tokens) + len(bias.text)
-        parts.append(f"logit_bias {count} token(s) ({bias.when}, sampling {bias.sampling})")
+        # Texts are not token ids until `check --resolve` or the proxy asks the tokenizer.
+        what = [f"{len(bias.tokens)} token(s)"] if bias.tokens else []
+        if bias.text:
+            what.append("text " + ", ".join(repr(text) for text in bias.text))
+        parts.append(f"logit_bias {' + '.join(what)} ({bias.when}, sampling {bias.sampling})")
     if spec.tool_choice.on_user_turn is not None:
         parts.append(f"tool_choice {spec.tool_choice.on_user_turn} on a user turn")
     if not spec.validate_arguments:
@@ -126,7 +129,9 @@ def warnings(runtime: Runtime) -> list[str]:
     found = []
     for route in runtime.routes.values():
         found += _split_warnings(route)
-        for target in (*route.variants, *route.fallback):
+        # The shadow too: it is often the new server being tried, where a lever may be missing.
+        shadow = (route.shadow,) if route.shadow is not None else ()
+        for target in (*route.variants, *route.fallback, *shadow):
             found += _lever_warnings(route, target)
             found += _slim_warnings(route, target)
     return list(dict.fromkeys(found))  # one of each, in order

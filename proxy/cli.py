@@ -51,23 +51,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 def resolve_text_bias(runtime: Runtime) -> int:
     """`check --resolve`: ask the upstreams' tokenizers for the policies' texts now."""
     from proxy.checking import describe_resolution
-    from proxy.text_bias import resolve, text_targets
-    from proxy.upstream import Upstreams
+    from proxy.text_bias import resolve_once, text_targets
 
     targets = text_targets(runtime)
     if not targets:
         print("logit_bias.text: no policy biases by text")
         return 0
-
-    async def ask() -> Any:
-        upstreams = Upstreams()
-        await upstreams.start()
-        try:
-            return await resolve(upstreams, targets)
-        finally:
-            await upstreams.close()
-
-    resolution = asyncio.run(ask())
+    resolution = asyncio.run(resolve_once(targets))
     print("\n".join(describe_resolution(resolution)))
     return 1 if resolution.unreachable else 0
 
@@ -158,6 +148,8 @@ def cmd_rewrite(args: argparse.Namespace) -> int:
         what = f"route {args.model!r}" if route is None else f"variant {args.variant!r}"
         print(f"tuned-proxy: no {what} in {runtime.path}", file=sys.stderr)
         return 1
+    if args.resolve:
+        target = resolve_target_text_bias(target)
     raw = Path(args.request).read_bytes() if args.request else sys.stdin.buffer.read()
     try:
         body = jsonutil.loads(raw)
@@ -176,6 +168,21 @@ def cmd_rewrite(args: argparse.Namespace) -> int:
     print(jsonutil.dumps_pretty(result.body))
     print_rewrite_summary(body, route, target, result, drift, responses)
     return 0
+
+
+def resolve_target_text_bias(target: Target) -> Target:
+    """`rewrite --resolve`: the target with its `logit_bias.text` ids from its upstream's
+    tokenizer, as the proxy serves it once resolved (what the tokenizer said: on stderr)."""
+    from proxy.checking import describe_resolution
+    from proxy.text_bias import resolve_once, resolved_target
+
+    bias = target.policy.spec.logit_bias
+    if bias is None or not bias.text:
+        return target
+    resolution = asyncio.run(resolve_once([target]))
+    for line in describe_resolution(resolution):
+        print(line, file=sys.stderr)
+    return resolved_target(target, resolution)
 
 
 def tool_drift(body: dict[str, Any], target: Target, changes: list[Any]) -> dict[str, list[str]]:
@@ -355,6 +362,12 @@ def build_parser() -> argparse.ArgumentParser:
     dry_run.add_argument("request", nargs="?", metavar="REQUEST.json", help="default: stdin")
     dry_run.add_argument(
         "--json", action="store_true", help="one JSON report on stdout: body, changes, drift"
+    )
+    dry_run.add_argument(
+        "--resolve",
+        action="store_true",
+        help="ask the upstream's tokenizer for the ids of the policy's logit_bias.text first "
+        "(else a text bias shows as logit_bias_pending)",
     )
     dry_run.set_defaults(run=cmd_rewrite)
 

@@ -114,9 +114,13 @@ class ShadowSender:
         record.keeps_arguments = comparison is not None
         outcome = "error"
         span = None
+        rewrite: list[str] = []
         try:
             outgoing = prepare(target, body)
             span = None if trace is None else trace.shadow(target, outgoing.api)
+            # What the shadow's policy and upstream changed (a lever emulated or removed on the
+            # server being tried), in the vocabulary of the request line's `rewrite`.
+            rewrite = sorted({change.action for change in outgoing.changes})
             answer = await self.upstreams.send(
                 target,
                 outgoing.body,
@@ -159,6 +163,7 @@ class ShadowSender:
                 tool_calls=record.tool_calls,
                 finish_reasons=record.finish_reasons,
                 prompt_tokens=(record.usage or {}).get("prompt_tokens"),
+                rewrite=rewrite,
                 error=record.error,
             )
 

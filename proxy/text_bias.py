@@ -80,21 +80,35 @@ async def resolve(upstreams: Upstreams, targets: list[Target]) -> Resolution:
     return resolution
 
 
+async def resolve_once(targets: list[Target]) -> Resolution:
+    """`resolve` on a client session of its own, closed after: for the commands (`check
+    --resolve`, `rewrite --resolve`, `eval`), which ask once, outside a serving app."""
+    upstreams = Upstreams()
+    await upstreams.start()
+    try:
+        return await resolve(upstreams, targets)
+    finally:
+        await upstreams.close()
+
+
 def with_resolved(runtime: Runtime, resolution: Resolution) -> Runtime:
     """`runtime` with every resolved target's policy carrying its texts' ids."""
     routes = {
         name: replace(
             route,
-            variants=tuple(_resolved(target, resolution) for target in route.variants),
-            fallback=tuple(_resolved(target, resolution) for target in route.fallback),
-            shadow=_resolved(route.shadow, resolution) if route.shadow is not None else None,
+            variants=tuple(resolved_target(target, resolution) for target in route.variants),
+            fallback=tuple(resolved_target(target, resolution) for target in route.fallback),
+            shadow=(
+                resolved_target(route.shadow, resolution) if route.shadow is not None else None
+            ),
         )
         for name, route in runtime.routes.items()
     }
     return replace(runtime, routes=routes)
 
 
-def _resolved(target: Target, resolution: Resolution) -> Target:
+def resolved_target(target: Target, resolution: Resolution) -> Target:
+    """`target` with its policy carrying its texts' ids, where `resolution` has them."""
     bias = target.policy.spec.logit_bias
     ids = resolution.ids.get((target.upstream_name, target.model))
     if bias is None or not bias.text or ids is None:

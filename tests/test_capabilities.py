@@ -236,6 +236,12 @@ def test_check_prints_capabilities_and_warns_of_levers_an_upstream_ignores(
     (tmp_path / "policies").mkdir()
     (tmp_path / "policies" / "biased.yaml").write_text("logit_bias: {tokens: {'316': 5}}\n")
     config["routes"]["ollama"]["variants"][0]["policy"] = "biased"
+    # A shadow is where a new server is tried: its levers are checked as a variant's.
+    config["routes"]["other"]["shadow"] = {
+        "upstream": "ollama",
+        "model": "next",
+        "policy": "biased",
+    }
     config["routes"]["split"] = {
         "variants": [
             {"name": "a", "upstream": "fake", "model": "m", "weight": 1},
@@ -251,6 +257,7 @@ def test_check_prints_capabilities_and_warns_of_levers_an_upstream_ignores(
     assert "upstream llama.cpp: compatible, server llama.cpp, responses bridge; lacks " in out
     assert "named_tool_choice, tokenizes" in out
     assert "warning: route ollama, v: policy biased uses logit_bias, which upstream ollama" in out
+    assert "warning: route other, shadow: policy biased uses logit_bias, which upstream " in out
     assert "warning: route split splits traffic between variants without `sticky`" in out
     assert (
         "levers: tools passthrough, unknown pass, system prompt keep, logit_bias 1 token(s)" in out
@@ -266,6 +273,9 @@ async def test_check_resolve_asks_the_tokenizers(
     path = write(tmp_path, config)
     assert main(["check", "-c", str(path)]) == 0
     assert not [seen for seen in fake_upstream.received if seen.path == "/tokenize"]  # offline
+    assert "logit_bias text '<tool_call>', 'two words' (always, sampling keep)" in (
+        capsys.readouterr().out
+    )
     # `--resolve` runs its own event loop: in a thread, beside the test's.
     import asyncio
 
@@ -277,3 +287,29 @@ async def test_check_resolve_asks_the_tokenizers(
     assert "warning: logit_bias.text 'two words' on llama.cpp/ft-model is 2 tokens" in out
     asked = [seen.body for seen in fake_upstream.received if seen.path == "/tokenize"]
     assert {"content": "<tool_call>"} in asked  # llama.cpp's form
+
+
+async def test_rewrite_resolve_shows_the_bias_with_its_ids(
+    fake_upstream: FakeUpstream, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text_bias_policy(tmp_path, {"<tool_call>": 5})
+    config = profiled(fake_upstream.url)
+    config["routes"]["llama.cpp"]["variants"][0]["policy"] = "bias-text"
+    path = write(tmp_path, config)
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"model": "llama.cpp", "messages": QUESTION}))
+    command = ["rewrite", "-c", str(path), "--model", "llama.cpp", str(request)]
+    # Offline, the dry run cannot know the ids: the bias waits, as a serving proxy's would.
+    assert main(command) == 0
+    offline = capsys.readouterr()
+    assert "logit_bias" not in json.loads(offline.out)
+    assert "  logit_bias_pending" in offline.err
+    # `--resolve` asks the tokenizer (its own event loop: in a thread, beside the test's).
+    import asyncio
+
+    assert await asyncio.to_thread(main, [*command, "--resolve"]) == 0
+    resolved = capsys.readouterr()
+    (token,) = fake_token_ids("<tool_call>")
+    assert json.loads(resolved.out)["logit_bias"] == {str(token): 5}
+    assert f"logit_bias.text '<tool_call>' on llama.cpp/ft-model: token {token}" in resolved.err
+    assert "  logit_bias_applied" in resolved.err

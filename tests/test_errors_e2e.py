@@ -105,6 +105,15 @@ async def test_unknown_model_is_404_model_not_found(proxy: RunningProxy) -> None
     assert info.value.code == "model_not_found"
 
 
+async def test_an_unknown_path_is_404_naming_every_api_served(proxy: RunningProxy) -> None:
+    # The legacy completions API is not served: the 404 says what is, the Responses API too.
+    with pytest.raises(openai.NotFoundError) as info:
+        await proxy.client().completions.create(model="chat", prompt="Hello")
+    message = str(info.value.body.get("message") if isinstance(info.value.body, dict) else "")
+    assert "POST /v1/chat/completions" in message
+    assert "POST /v1/responses" in message
+
+
 async def test_body_too_large_is_413(fake_upstream: FakeUpstream, start_proxy: StartProxy) -> None:
     config = basic_config(fake_upstream.url)
     config["server"] = {"max_body_bytes": 2048}

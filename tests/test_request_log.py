@@ -120,3 +120,38 @@ async def test_client_strings_in_the_log_line_are_cut(tmp_path: Path) -> None:
     assert len(json.dumps(served)) < 2000
     assert served["tool_calls"][0].startswith("f" * 256)
     assert served["tool_calls"][0].endswith(f"({len(long_name) - 256} more characters)")
+
+
+async def test_the_shadow_line_says_what_its_rewrite_did(tmp_path: Path) -> None:
+    """A shadow on a server that lacks a lever (here a named tool_choice, on llama.cpp) logs the
+    emulation it needed, as the request line logs the variant's."""
+    config = {
+        "upstreams": {
+            "local": {"kind": "mock"},
+            "llama": {"kind": "mock", "server": "llama.cpp"},
+        },
+        "routes": {
+            "chat": {
+                "variants": [{"name": "v", "upstream": "local", "model": "m"}],
+                "shadow": {"upstream": "llama", "model": "next", "sample": 1.0},
+            }
+        },
+    }
+    path = tmp_path / "tuned-proxy.yaml"
+    path.write_text(yaml.safe_dump(config))
+    body = {
+        "model": "chat",
+        "messages": [{"role": "user", "content": "look up order ORD-104233"}],
+        "tools": [TOOL],
+        "tool_choice": {"type": "function", "function": {"name": "lookup_order"}},
+    }
+    async with serving(path) as server, aiohttp.ClientSession() as session:
+        async with session.post(f"{server.url}/v1/chat/completions", json=body) as r:
+            assert r.status == 200
+        shadow = await read_until(server.proc, server.lines, "shadow")
+        # The two lines come in either order.
+        read = [seen for seen in server.lines if seen.get("event") == "request"]
+        line = read[0] if read else await read_until(server.proc, server.lines, "request")
+    assert shadow["outcome"] == "ok"
+    assert shadow["rewrite"] == ["tool_choice_emulated"]
+    assert "tool_choice_emulated" not in line.get("rewrite", [])  # the variant's server honours it

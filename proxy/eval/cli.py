@@ -2,8 +2,8 @@
 every variant of a route and compare them (see `proxy.eval`).
 
 Exit codes: 0 the run finished (failed requests are results, not errors), 1 a problem with the
-config, the route, the variants or the examples file, 130 stopped with Ctrl-C (the report of
-what was measured is printed all the same).
+config, the route, the variants or the examples file, or a bias by text whose tokenizer does
+not answer, 130 stopped with Ctrl-C (the report of what was measured is printed all the same).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from proxy.eval.progress import ProgressBar
 from proxy.eval.report import EvalReport, render_table, report_json
 from proxy.eval.runner import EvalSettings
 from proxy.eval.session import evaluate
+from proxy.eval.text_bias import TextBiasUnresolved
 from proxy.training.reader import TrainingFileError
 
 EXIT_INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
@@ -124,7 +125,11 @@ def run_eval_command(args: argparse.Namespace) -> int:
 
     # The proxy runs in this process: its per-request log lines would bury the report.
     configure_logging("error", "console")
-    report = asyncio.run(_run(runtime, settings, case_set, args.examples))
+    try:
+        report = asyncio.run(_run(runtime, settings, case_set, args.examples))
+    except TextBiasUnresolved as exc:
+        print(f"tuned-proxy eval: {exc}", file=sys.stderr)
+        return 1
     for line in mock_notes(runtime, settings):
         print(line, file=sys.stderr if args.json == "-" else sys.stdout)
     _print_report(report, args.json)

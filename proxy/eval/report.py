@@ -103,6 +103,7 @@ class EvalReport:
     planned_cases: int
     counted_cases: int
     interrupted: bool = False
+    notes: tuple[str, ...] = ()  # what the run set up that the figures depend on
     started_at: str = ""
     duration_s: float = 0.0
 
@@ -244,6 +245,7 @@ def report_json(report: EvalReport) -> dict[str, Any]:
         "started_at": report.started_at,
         "duration_s": round(report.duration_s, 3),
         "interrupted": report.interrupted,
+        "notes": list(report.notes),
         "confidence": CONFIDENCE,
         "interval_methods": INTERVAL_METHODS,
         "baseline": report.variants[0].name if report.variants else None,
@@ -417,7 +419,7 @@ def table_rows(report: EvalReport) -> list[list[str]]:
 
 
 def render_table(report: EvalReport) -> str:
-    lines = [_headline(report), ""]
+    lines = [_headline(report), *report.notes, ""]
     rows = table_rows(report)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for index, row in enumerate(rows):

@@ -12,6 +12,7 @@ from proxy.config import Runtime
 from proxy.eval.cases import CaseSet
 from proxy.eval.report import EvalReport, complete_outcomes, summarize
 from proxy.eval.runner import EvalRun, EvalSettings, Outcome
+from proxy.eval.text_bias import resolve_text_bias
 
 
 async def evaluate(
@@ -24,9 +25,13 @@ async def evaluate(
     stop: asyncio.Event | None = None,
 ) -> EvalReport:
     """Run every case through every variant of `settings`; when `stop` is set first, cancel
-    what is in flight and report the cases that every variant has answered so far."""
+    what is in flight and report the cases that every variant has answered so far.
+
+    Raises `TextBiasUnresolved` before any case is sent when a variant's bias by text cannot
+    be resolved (see `eval.text_bias`)."""
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     started = time.perf_counter()
+    runtime, notes = await resolve_text_bias(runtime, settings.route, settings.variants)
     run = EvalRun(runtime, settings, on_outcome=on_outcome)
     interrupted = await _run_until_stopped(run, case_set, stop or asyncio.Event())
     counted = complete_outcomes(run.outcomes, settings.variants)
@@ -40,6 +45,7 @@ async def evaluate(
         planned_cases=len(case_set.cases),
         counted_cases=len(counted) // max(1, len(settings.variants)),
         interrupted=interrupted,
+        notes=tuple(notes),
         started_at=started_at,
         duration_s=time.perf_counter() - started,
     )
