@@ -187,6 +187,45 @@ async def test_responses_exchanges_are_captured_in_chat_form(
     assert names == [tool["function"]["name"] for tool in TOOLS]
 
 
+async def test_a_stream_the_client_closes_once_it_has_read_done_is_captured_and_compared(
+    fake_upstream: FakeUpstream, start_proxy: StartProxy, tmp_path: Path
+) -> None:
+    """The synchronous `openai` SDK closes its connection as soon as it has read `[DONE]`,
+    before the body's last chunk: an answer it read whole is no abandoned request. The
+    upstream keeps its body open a while after `[DONE]` (`linger`), so the client is gone
+    while the proxy still reads it."""
+    folder = tmp_path / "captured"
+    config = capture_config(fake_upstream, folder)
+    config["routes"]["chat"]["variants"][0]["model"] = "ft-linger-500"
+    shadow = {"upstream": "fake", "model": "ft-model", "sample": 1.0, "compare": "tool_calls"}
+    config["routes"]["chat"]["shadow"] = shadow
+    proxy = await start_proxy(config)
+    client = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=CLIENT_KEY, max_retries=0)
+
+    def ask() -> list[str]:
+        messages: Any = [{"role": "user", "content": QUESTION}]
+        stream = client.chat.completions.create(
+            model="chat", messages=messages, tools=TOOLS, stream=True
+        )
+        return [
+            c.function.name for chunk in stream for c in chunk.choices[0].delta.tool_calls or ()
+        ]
+
+    try:
+        assert "lookup_order" in await asyncio.to_thread(ask)
+    finally:
+        client.close()
+    await eventually(
+        lambda: total(samples_of(proxy), "tuned_proxy_shadow_agreement_total") == 1,
+        "the answers compared",
+    )
+    assert total(samples_of(proxy), "tuned_proxy_shadow_agreement_total", outcome="same_calls") == 1
+    await eventually(lambda: total(samples_of(proxy), CAPTURED) == 1, "the capture counted")
+    assert total(samples_of(proxy), CAPTURED, outcome="written") == 1
+    [example] = examples(folder)
+    assert example["messages"][-1]["tool_calls"][0]["function"]["name"] == "lookup_order"
+
+
 async def test_a_folder_that_cannot_be_written_never_fails_a_request(
     fake_upstream: FakeUpstream, start_proxy: StartProxy, tmp_path: Path
 ) -> None:
