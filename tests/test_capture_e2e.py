@@ -319,3 +319,34 @@ async def test_captured_files_merge_into_a_training_file_and_a_held_out_part(
     heldout = held.read_text().splitlines()
     assert len(train) + len(heldout) == 12
     assert not set(train) & set(heldout)
+
+
+async def test_a_conversation_captured_twice_with_other_call_ids_is_merged_once(
+    fake_upstream: FakeUpstream, start_proxy: StartProxy, tmp_path: Path
+) -> None:
+    """An upstream makes up new call ids for each answer (the fake derives them from the
+    whole request, so another `user` gets others): the same question answered with the same
+    call twice is one conversation, never trained on and held out at once."""
+    folder = tmp_path / "captured"
+    proxy = await start_proxy(capture_config(fake_upstream, folder))
+    client = proxy.client()
+    questions = [f"Where is my order ORD-{n:06d}?" for n in range(12)]
+    for user in ("ann", "bob"):
+        for question in questions:
+            messages: Any = [{"role": "user", "content": question}]
+            await client.chat.completions.create(
+                model="chat", messages=messages, tools=TOOLS, user=user
+            )
+    await counted(proxy, "written", 24)
+    answers = [example["messages"][-1]["tool_calls"][0] for example in examples(folder)]
+    assert answers[0]["function"] == answers[12]["function"]
+    assert answers[0]["id"] != answers[12]["id"]
+    merged, held = tmp_path / "train.jsonl", tmp_path / "heldout.jsonl"
+    split = ["--holdout", "0.5", "--holdout-out", str(held)]
+    assert main(["training", "merge", str(folder), "-o", str(merged), *split]) == 0
+    train = [json.loads(line) for line in merged.read_text().splitlines()]
+    heldout = [json.loads(line) for line in held.read_text().splitlines()]
+    assert train
+    assert heldout
+    asked = [example["messages"][-2]["content"] for example in train + heldout]
+    assert sorted(asked) == questions
