@@ -67,6 +67,9 @@ class RequestRecord:
     response_model: str | None = None  # the model the answer says answered, when it says
     error: str | None = None
     client_disconnected: bool = False
+    # A stream's last event (`[DONE]`, `response.completed`) went out to the client: the client
+    # has its whole answer, even if it closes before the body's end (the sync `openai` SDK does).
+    stream_delivered: bool = False
     # Function names the serving policy was trained on: metric labels stay within them.
     policy_functions: frozenset[str] = frozenset()
     # (function, kind) for each answered tool call whose arguments failed the full schema;

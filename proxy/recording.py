@@ -47,8 +47,10 @@ def record_request(state: ProxyState, record: RequestRecord) -> None:
 
 
 def record_abandoned(state: ProxyState, record: RequestRecord) -> None:
-    """The client went away (aiohttp cancels its handler): still count and log it."""
-    record.client_disconnected = True
+    """The client went away (aiohttp cancels its handler): still count and log it. A client
+    that closes once a stream's last event reached it was answered: the synchronous `openai`
+    SDK closes at `[DONE]`, while the proxy may still be reading the upstream's body to its end."""
+    record.client_disconnected = not record.stream_delivered
     record.status = record.status or CLIENT_CLOSED_REQUEST
     record_request(state, record)
 

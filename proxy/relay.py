@@ -269,6 +269,7 @@ class StreamRelay:
                 events = self.splitter.feed(data)
                 if events:
                     await response.write(self._forward(events))
+                    self.record.stream_delivered = self.saw_done
                 if self.saw_garbage:
                     # The SDK cannot parse what follows: end the stream while it still can.
                     raise UpstreamUnreachable(

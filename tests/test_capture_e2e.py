@@ -187,6 +187,45 @@ async def test_responses_exchanges_are_captured_in_chat_form(
     assert names == [tool["function"]["name"] for tool in TOOLS]
 
 
+async def test_a_stream_the_client_closes_once_it_has_read_done_is_captured_and_compared(
+    fake_upstream: FakeUpstream, start_proxy: StartProxy, tmp_path: Path
+) -> None:
+    """The synchronous `openai` SDK closes its connection as soon as it has read `[DONE]`,
+    before the body's last chunk: an answer it read whole is no abandoned request. The
+    upstream keeps its body open a while after `[DONE]` (`linger`), so the client is gone
+    while the proxy still reads it."""
+    folder = tmp_path / "captured"
+    config = capture_config(fake_upstream, folder)
+    config["routes"]["chat"]["variants"][0]["model"] = "ft-linger-500"
+    shadow = {"upstream": "fake", "model": "ft-model", "sample": 1.0, "compare": "tool_calls"}
+    config["routes"]["chat"]["shadow"] = shadow
+    proxy = await start_proxy(config)
+    client = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=CLIENT_KEY, max_retries=0)
+
+    def ask() -> list[str]:
+        messages: Any = [{"role": "user", "content": QUESTION}]
+        stream = client.chat.completions.create(
+            model="chat", messages=messages, tools=TOOLS, stream=True
+        )
+        return [
+            c.function.name for chunk in stream for c in chunk.choices[0].delta.tool_calls or ()
+        ]
+
+    try:
+        assert "lookup_order" in await asyncio.to_thread(ask)
+    finally:
+        client.close()
+    await eventually(
+        lambda: total(samples_of(proxy), "tuned_proxy_shadow_agreement_total") == 1,
+        "the answers compared",
+    )
+    assert total(samples_of(proxy), "tuned_proxy_shadow_agreement_total", outcome="same_calls") == 1
+    await eventually(lambda: total(samples_of(proxy), CAPTURED) == 1, "the capture counted")
+    assert total(samples_of(proxy), CAPTURED, outcome="written") == 1
+    [example] = examples(folder)
+    assert example["messages"][-1]["tool_calls"][0]["function"]["name"] == "lookup_order"
+
+
 async def test_a_folder_that_cannot_be_written_never_fails_a_request(
     fake_upstream: FakeUpstream, start_proxy: StartProxy, tmp_path: Path
 ) -> None:
@@ -280,3 +319,34 @@ async def test_captured_files_merge_into_a_training_file_and_a_held_out_part(
     heldout = held.read_text().splitlines()
     assert len(train) + len(heldout) == 12
     assert not set(train) & set(heldout)
+
+
+async def test_a_conversation_captured_twice_with_other_call_ids_is_merged_once(
+    fake_upstream: FakeUpstream, start_proxy: StartProxy, tmp_path: Path
+) -> None:
+    """An upstream makes up new call ids for each answer (the fake derives them from the
+    whole request, so another `user` gets others): the same question answered with the same
+    call twice is one conversation, never trained on and held out at once."""
+    folder = tmp_path / "captured"
+    proxy = await start_proxy(capture_config(fake_upstream, folder))
+    client = proxy.client()
+    questions = [f"Where is my order ORD-{n:06d}?" for n in range(12)]
+    for user in ("ann", "bob"):
+        for question in questions:
+            messages: Any = [{"role": "user", "content": question}]
+            await client.chat.completions.create(
+                model="chat", messages=messages, tools=TOOLS, user=user
+            )
+    await counted(proxy, "written", 24)
+    answers = [example["messages"][-1]["tool_calls"][0] for example in examples(folder)]
+    assert answers[0]["function"] == answers[12]["function"]
+    assert answers[0]["id"] != answers[12]["id"]
+    merged, held = tmp_path / "train.jsonl", tmp_path / "heldout.jsonl"
+    split = ["--holdout", "0.5", "--holdout-out", str(held)]
+    assert main(["training", "merge", str(folder), "-o", str(merged), *split]) == 0
+    train = [json.loads(line) for line in merged.read_text().splitlines()]
+    heldout = [json.loads(line) for line in held.read_text().splitlines()]
+    assert train
+    assert heldout
+    asked = [example["messages"][-2]["content"] for example in train + heldout]
+    assert sorted(asked) == questions

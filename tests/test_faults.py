@@ -20,7 +20,7 @@ import aiohttp
 import openai
 import pytest
 
-from proxy.fake.model import HUGE_MB, Behavior, parse_behavior
+from proxy.fake.model import HUGE_MB, LINGER_MS, Behavior, parse_behavior
 from proxy.fake.server import LEAKY_HEADERS
 from proxy.state import STATE
 from tests.support.configs import FAULT_ROUTES, fault_config, fault_matrix_config
@@ -215,6 +215,8 @@ async def test_the_sdk_raises_its_api_error_for_a_broken_stream(
         ("ft-malformed-json", Behavior(malformed_json=True)),
         ("ft-leaky-headers-slow-5", Behavior(leaky_headers=True, delay_ms=5)),
         ("ft-stream-error", Behavior(stream_error=True)),
+        ("ft-linger", Behavior(linger_ms=LINGER_MS)),
+        ("ft-linger-250", Behavior(linger_ms=250)),
     ],
 )
 def test_the_fault_words_of_the_fake_upstream(words: str, expected: Behavior) -> None:

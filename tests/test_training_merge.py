@@ -42,11 +42,35 @@ def merge(*args: str | Path) -> int:
     return main(["training", "merge", *map(str, args)])
 
 
+def conversation(example: Example) -> str:
+    """The documented identity of a conversation, computed apart from the code under test:
+    its messages' compact JSON with sorted keys, call ids renamed call_0, call_1, … in order
+    of appearance."""
+    messages = json.loads(json.dumps(example["messages"]))
+    ids: dict[str, str] = {}
+    for message in messages:
+        for call in message.get("tool_calls", ()):
+            call["id"] = ids.setdefault(call["id"], f"call_{len(ids)}")
+        if "tool_call_id" in message:
+            message["tool_call_id"] = ids.setdefault(message["tool_call_id"], f"call_{len(ids)}")
+    return json.dumps(messages, sort_keys=True, separators=(",", ":"))
+
+
 def side_by_formula(example: Example, holdout: float) -> str:
     """The documented split, computed apart from the code under test."""
-    canonical = json.dumps(example["messages"], sort_keys=True, separators=(",", ":"))
-    point = int.from_bytes(hashlib.sha256(canonical.encode()).digest()[:8], "big") / 2**64
-    return "held" if point < holdout else "out"
+    point = int.from_bytes(hashlib.sha256(conversation(example).encode()).digest()[:8], "big")
+    return "held" if point / 2**64 < holdout else "out"
+
+
+def distinct(examples: list[Example]) -> list[Example]:
+    """The first example of each conversation."""
+    seen: set[str] = set()
+    kept = []
+    for example in examples:
+        if conversation(example) not in seen:
+            seen.add(conversation(example))
+            kept.append(example)
+    return kept
 
 
 # --- joining and repeats ----------------------------------------------------------------------
@@ -70,6 +94,49 @@ def test_repeats_across_files_are_dropped_keeping_the_first(
     assert "duplicates dropped: 2" in summary
     assert f"wrote {out} (3 examples)" in summary
     assert f"next: tuned-proxy training check {out}" in summary
+
+
+def calling(question: str, call_id: str, result: str = "", result_id: str | None = None) -> Example:
+    """A conversation whose assistant calls a tool (and, with a result, gets it and answers)."""
+    call = {"name": "lookup_order", "arguments": '{"order_id": "ORD-123456"}'}
+    messages: list[Any] = [
+        {"role": "user", "content": question},
+        {
+            "role": "assistant",
+            "tool_calls": [{"id": call_id, "type": "function", "function": call}],
+        },
+    ]
+    if result:
+        tool = {"role": "tool", "tool_call_id": result_id or call_id, "content": result}
+        messages += [tool, {"role": "assistant", "content": "It is on its way."}]
+    return {"messages": messages}
+
+
+def test_a_repeat_answered_with_other_call_ids_is_a_repeat(tmp_path: Path) -> None:
+    """An upstream makes up new call ids for every answer: the same conversation captured
+    twice differs in them alone. Which result answers which call still counts."""
+    source = write_jsonl(
+        tmp_path / "captured.jsonl",
+        [
+            calling("q1", "call_Xy12"),
+            calling("q1", "EMN9loKNtfXjeRGRr4L1MhArZZzXuhji"),  # a repeat
+            calling("q2", "call_a", "shipped"),
+            calling("q2", "call_b", "shipped"),  # a repeat: the result follows its call's id
+            calling("q2", "call_a", "shipped", result_id="call_other"),  # answers no call
+        ],
+    )
+    out, held = tmp_path / "out.jsonl", tmp_path / "held.jsonl"
+
+    assert merge(source, "-o", out, "--holdout", "0.5", "--holdout-out", held) == 0
+
+    merged = read_jsonl(out) + read_jsonl(held)
+    expected = [calling("q1", "call_Xy12"), calling("q2", "call_a", "shipped")]
+    expected.append(calling("q2", "call_a", "shipped", result_id="call_other"))
+    assert sorted(map(json.dumps, merged)) == sorted(map(json.dumps, expected))
+    for example in merged:  # written as read, the ids included
+        assert read_jsonl(out).count(example) + read_jsonl(held).count(example) == 1
+        side = "out" if example in read_jsonl(out) else "held"
+        assert side == side_by_formula(example, 0.5)
 
 
 def test_a_directory_is_read_in_name_order(tmp_path: Path) -> None:
@@ -96,9 +163,11 @@ def test_examples_are_written_as_read_one_compact_line_each(tmp_path: Path) -> N
     assert merge(*SUPPORT_FILES, source, "-o", out) == 0
 
     originals = [example for path in SUPPORT_FILES for example in read_jsonl(path)] + [odd]
+    # The held-out file's line 115 repeats its line 19 but for the call ids.
+    assert len(distinct(originals)) == len(originals) - 1
     expected = "".join(
         json.dumps(example, ensure_ascii=False, separators=(",", ":")) + "\n"
-        for example in originals
+        for example in distinct(originals)
     )
     assert out.read_bytes() == expected.encode("utf-8")
 
@@ -322,7 +391,7 @@ def test_a_merge_of_checked_files_passes_check(
 
     assert main(["training", "check", str(out)]) == 0
     assert "0 errors, 0 warnings" in capsys.readouterr().out
-    total = sum(len(read_jsonl(path)) for path in SUPPORT_FILES)
+    total = len(distinct([example for path in SUPPORT_FILES for example in read_jsonl(path)]))
     assert len(read_jsonl(out)) + len(read_jsonl(held)) == total
     assert read_jsonl(held)  # the held-out part exists for eval
 

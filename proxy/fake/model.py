@@ -45,6 +45,9 @@ PREFIX_CHUNKS = 3
 ARGUMENT_FRAGMENT_CHARS = 8
 """Streamed tool-call arguments arrive in fragments of this many characters, as from a model."""
 
+LINGER_MS = 1000
+"""How long `linger` keeps a stream's body open after its last event unless a number follows."""
+
 HUGE_MB = 10
 """The size of a `huge` text answer, in MiB, unless a number follows the word."""
 
@@ -90,6 +93,9 @@ class Behavior:
     """`leaky-headers`: answers also carry headers no client should see (`set-cookie`, ...)."""
     stream_error: bool = False
     """`stream-error`: a few chunks, then an OpenAI error event in place of the rest."""
+    linger_ms: int = 0
+    """`linger[-MS]`: a stream's body stays open that long after its last event (`[DONE]`)
+    before it ends, as a server that flushes the event and closes the body later."""
 
 
 # One steering word, optionally followed by a number: `error-429`, `slow-20`, `stall`.
@@ -97,7 +103,7 @@ class Behavior:
 _STEERING_WORD = re.compile(
     r"(?<![a-z0-9])"
     r"(slow|error|stream-cut|stream-stall|stall|tool|text|parallel|invalid-args|bad-json"
-    r"|malformed-json|reset|huge|leaky-headers|stream-error)"
+    r"|malformed-json|reset|huge|leaky-headers|stream-error|linger)"
     r"(?:-(\d+))?(?![a-z0-9])"
 )
 # Words that switch one flag of `Behavior` on.
@@ -139,6 +145,8 @@ def _apply_word(behavior: Behavior, word: str, number: int | None) -> Behavior:
             return replace(behavior, stall_ms=STALL_MS if number is None else number)
         case "stream-stall":
             return replace(behavior, stream_stall_ms=STALL_MS if number is None else number)
+        case "linger":
+            return replace(behavior, linger_ms=LINGER_MS if number is None else number)
         case "huge":
             return replace(behavior, answer_mb=HUGE_MB if number is None else number)
         case "tool":

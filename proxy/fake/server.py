@@ -245,6 +245,7 @@ async def _paced_events(events: list[bytes], behavior: Behavior) -> AsyncIterato
             await _pause(behavior.stream_stall_ms)
         await _pause(behavior.delay_ms)
         yield event
+    await _pause(behavior.linger_ms)
 
 
 async def _pause(milliseconds: int) -> None:

@@ -4,8 +4,9 @@ held-out part split off.
 Capture writes a route's traffic as many files (rotated by size, named by UTC time), and the
 same conversation is often captured more than once. Merging joins them in the order given (a
 directory's `*.jsonl` in name order, which for capture files is time order), keeps the first
-example of each distinct `messages`, and sends each example to the output or to the held-out
-file by a hash of its messages. The hash alone decides the side, so an example lands on the
+example of each distinct `messages` (tool-call ids aside: an upstream makes up new ones for
+each answer), and sends each example to the output or to the held-out file by a hash of its
+messages. The hash alone decides the side, so an example lands on the
 same side whatever files it is merged with, and a repeat can never be trained on and
 evaluated against at once.
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,13 +126,44 @@ class _Replacement:
 
 
 def messages_digest(messages: list[Any]) -> bytes:
-    """The SHA-256 of the messages' canonical JSON: what tells repeats apart and picks a side.
+    """The SHA-256 of the messages' canonical JSON, their tool-call ids renamed: what tells
+    repeats apart and picks a side.
 
     Canonical (sorted keys, compact) so that a repeat written with other key order or spacing
     is still a repeat; a digest rather than the text so that memory grows by 32 bytes per
-    conversation, however long.
+    conversation, however long. Call ids are labels an upstream makes up for each answer
+    (OpenAI's and llama.cpp's are random), so the same conversation captured twice, answered
+    with the same calls, differs in them alone: they are renamed in order of appearance
+    (`call_ids_renamed`), which keeps which result answers which call.
     """
-    return hashlib.sha256(jsonutil.dumps_canonical(messages)).digest()
+    return hashlib.sha256(jsonutil.dumps_canonical(call_ids_renamed(messages))).digest()
+
+
+def call_ids_renamed(messages: list[Any]) -> list[Any]:
+    """The messages with each string tool-call id, where a call names it (`tool_calls[].id`)
+    and where a result does (`tool_call_id`), replaced by `call_N`, N counting the distinct
+    ids in order of appearance from 0; a message without either is the same object."""
+    names: dict[str, str] = {}
+
+    def renamed(value: Any) -> Any:
+        return names.setdefault(value, f"call_{len(names)}") if isinstance(value, str) else value
+
+    out = []
+    for message in messages:
+        if isinstance(message, dict):
+            calls = message.get("tool_calls")
+            if isinstance(calls, list):
+                message = {**message, "tool_calls": [_call_renamed(c, renamed) for c in calls]}
+            if "tool_call_id" in message:
+                message = {**message, "tool_call_id": renamed(message["tool_call_id"])}
+        out.append(message)
+    return out
+
+
+def _call_renamed(call: Any, renamed: Callable[[Any], Any]) -> Any:
+    if isinstance(call, dict) and "id" in call:
+        return {**call, "id": renamed(call["id"])}
+    return call
 
 
 def holdout_point(digest: bytes) -> float:
