@@ -258,7 +258,8 @@ class StreamRelay:
             await self._pump(answer, response)
         except ConnectionResetError:
             # The client went away: the handler closes the upstream answer right after this.
-            self.record.client_disconnected = True
+            # After the last event it had its whole answer (see `record_abandoned`).
+            self.record.client_disconnected = not self.record.stream_delivered
             return response
         await response.write_eof()
         return response
