@@ -50,7 +50,17 @@ from harness import (
     start_nginx,
     start_tuned_proxy,
 )
-from load import FLOOR, MODES, LoadSettings, Target, check_target, measure, proxy_routes, wrk
+from load import (
+    FLOOR,
+    MODES,
+    LoadSettings,
+    Sample,
+    Target,
+    check_target,
+    measure,
+    proxy_routes,
+    wrk,
+)
 
 CONNECTIONS = 32
 REPO = BENCH.parents[1]
@@ -130,9 +140,9 @@ def captured_lines(folder: Path) -> int:
 
 def compare(
     targets: list[Target], modes: list[str], settings: LoadSettings, log: IO[bytes]
-) -> dict[tuple[str, str], list[float]]:
-    """CPU µs per request for each (mode, target name), one figure per repetition."""
-    figures: dict[tuple[str, str], list[float]] = {}
+) -> dict[tuple[str, str], list[Sample]]:
+    """The runs of each (mode, target name), one per repetition."""
+    figures: dict[tuple[str, str], list[Sample]] = {}
     for rep in range(1, settings.reps + 1):
         for mode in modes:
             progress(f"ab: rep {rep}/{settings.reps}, {mode}, c={CONNECTIONS}")
@@ -141,12 +151,12 @@ def compare(
                 sample = measure(target, mode, CONNECTIONS, rep, settings, log)
                 if sample.errors:
                     raise BenchError(f"{target.name} ({mode}): {sample.errors} errors")
-                figures.setdefault((mode, target.name), []).append(sample.cpu_us_per_request)
+                figures.setdefault((mode, target.name), []).append(sample)
     return figures
 
 
 def report(
-    figures: dict[tuple[str, str], list[float]],
+    figures: dict[tuple[str, str], list[Sample]],
     modes: list[str],
     base: str,
     trace_sample: float | None = None,
@@ -160,14 +170,19 @@ def report(
         "| forwarder ÷ base | forwarder ÷ this |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+    names = (FLOOR, "base", "this tree")
     for mode in modes:
         floor, before, after = (
-            median(figures[(mode, name)]) for name in (FLOOR, "base", "this tree")
+            median(s.cpu_us_per_request for s in figures[(mode, name)]) for name in names
         )
         lines.append(
             f"| {mode} | {floor:.0f} | {before:.0f} | {after:.0f} | {after / before:.3f} "
             f"| {floor / before:.2f} | {floor / after:.2f} |"
         )
+    lines += ["", f"req/s at c={CONNECTIONS}, median (forwarder / base / this tree):"]
+    for mode in modes:
+        rates = (median(s.rps for s in figures[(mode, name)]) for name in names)
+        lines.append(f"  {mode}: " + " / ".join(f"{rate:.0f}" for rate in rates))
     return "\n".join(lines)
 
 
