@@ -302,9 +302,7 @@ class StreamRelay:
                 self.saw_done = True
             elif is_error_event(data):
                 event = self.redact(event)
-                self.saw_error = True
-                self.record.error = "the upstream ended the stream with an error event"
-                blame_upstream(self.record, "error_event", self.record.error)
+                self._note_error_event()
             elif not looks_like_json_object(data):
                 self.saw_garbage = True
                 break
@@ -316,6 +314,12 @@ class StreamRelay:
                     event = _legacy_event(event, data)
             out.append(event)
         return b"".join(out)
+
+    def _note_error_event(self) -> None:
+        """The upstream ended the stream with its own error event: relayed, and its fault."""
+        self.saw_error = True
+        self.record.error = "the upstream ended the stream with an error event"
+        blame_upstream(self.record, "error_event", self.record.error)
 
     def _note_first_byte(self) -> None:
         if self.record.first_byte_seconds is None:
@@ -362,9 +366,7 @@ class ResponsesStreamRelay(StreamRelay):
                 self.saw_done = True
             elif _RESPONSES_ERROR.search(data) is not None:
                 event = self.redact(event)
-                self.saw_error = True
-                self.record.error = "the upstream ended the stream with an error event"
-                blame_upstream(self.record, "error_event", self.record.error)
+                self._note_error_event()
             self.last_sequence = data
             out.append(event)
         return b"".join(out)
@@ -439,9 +441,7 @@ class BridgedStreamRelay(StreamRelay):
             note_chunk_data(self.record, data)
             out.append(self.translator.feed(chunk))
             if self.translator.error is not None and not self.saw_error:
-                self.saw_error = True  # the upstream's error event, said in Responses words
-                self.record.error = "the upstream ended the stream with an error event"
-                blame_upstream(self.record, "error_event", self.record.error)
+                self._note_error_event()  # the upstream's error event, said in Responses words
         return b"".join(out)
 
     def _error_event(self, error: ProxyError) -> bytes:
