@@ -438,6 +438,8 @@ class BridgedStreamRelay(StreamRelay):
             if not isinstance(chunk, dict):
                 self.saw_garbage = True
                 break
+            if "error" in chunk:  # its message reaches the client: never the upstream's key
+                chunk = jsonutil.loads(self.redact(data))
             note_chunk_data(self.record, data)
             out.append(self.translator.feed(chunk))
             if self.translator.error is not None and not self.saw_error:

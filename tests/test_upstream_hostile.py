@@ -14,7 +14,7 @@ from aiohttp import web
 
 from proxy.server import bound_port, start_site
 from tests.support.configs import fault_config
-from tests.support.http import MESSAGES, exchange
+from tests.support.http import MESSAGES, RESPONSES, exchange
 from tests.support.keys import UPSTREAM_KEY, UPSTREAM_KEY_ENV
 from tests.support.metrics import samples_of, total
 from tests.support.servers import RunningProxy, StartProxy
@@ -189,6 +189,31 @@ async def test_a_stream_error_event_quoting_the_key_is_redacted(
     outcome = await exchange(proxy.url, {"model": "chat", "messages": MESSAGES, "stream": True})
     assert outcome.status == 200
     assert UPSTREAM_KEY not in outcome.body.decode()
+    assert b"[REDACTED] over quota" in outcome.body
+
+
+async def test_a_bridged_stream_error_event_quoting_the_key_is_redacted(
+    serve: Callable[[Handler], Awaitable[Server]], start_proxy: StartProxy
+) -> None:
+    async def quoting(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        error = {"error": {"message": f"key {UPSTREAM_KEY} over quota", "code": "quota"}}
+        await response.write(b"data: " + json.dumps(error).encode() + b"\n\n")
+        await response.write_eof()
+        return response
+
+    upstream = await serve(quoting)
+    bridged = {**hostile("openai", upstream.url), "kind": "compatible", "responses": "bridge"}
+    config = fault_config(
+        upstream.url, upstreams={"hostile": bridged}, routes={"chat": ("hostile", "m")}
+    )
+    proxy: RunningProxy = await start_proxy(config)
+    body = {"model": "chat", "input": "hello", "stream": True}
+    outcome = await exchange(proxy.url, body, path=RESPONSES)
+    assert outcome.status == 200
+    assert UPSTREAM_KEY not in outcome.body.decode()
+    assert b"event: error" in outcome.body
     assert b"[REDACTED] over quota" in outcome.body
 
 

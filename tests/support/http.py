@@ -15,6 +15,7 @@ from multidict import CIMultiDict
 from tests.support.keys import CLIENT_KEY
 
 CHAT = "/v1/chat/completions"
+RESPONSES = "/v1/responses"
 MESSAGES = [{"role": "user", "content": "Hello"}]
 GOOD = {"model": "chat", "messages": MESSAGES}  # what the route `chat` of any config serves
 
@@ -26,14 +27,16 @@ class Outcome:
     body: bytes
 
 
-async def exchange(url: str, body: dict[str, Any], request_id: str | None = None) -> Outcome:
-    """One request on a connection of its own, read to the end and closed."""
+async def exchange(
+    url: str, body: dict[str, Any], request_id: str | None = None, path: str = CHAT
+) -> Outcome:
+    """One request to `path` on a connection of its own, read to the end and closed."""
     headers = {"Authorization": f"Bearer {CLIENT_KEY}"}
     if request_id is not None:
         headers["x-request-id"] = request_id
     async with (
         aiohttp.ClientSession() as session,
-        session.post(f"{url}{CHAT}", json=body, headers=headers) as response,
+        session.post(f"{url}{path}", json=body, headers=headers) as response,
     ):
         return Outcome(response.status, response.headers.copy(), await response.read())
 
