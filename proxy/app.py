@@ -14,6 +14,7 @@ from proxy.auth import authenticate
 from proxy.capture.writer import CaptureWriter
 from proxy.config import Runtime
 from proxy.errors import (
+    SERVER_NAME,
     BodyTooLarge,
     ExpectationFailed,
     HeadersTooLarge,
@@ -27,7 +28,7 @@ from proxy.handler import chat_completions, responses
 from proxy.metrics import Metrics
 from proxy.record import RequestRecord
 from proxy.recording import record_abandoned, record_request
-from proxy.replies import SERVER_NAME, error_response, hand_over
+from proxy.replies import error_response, hand_over
 from proxy.shadow import ShadowSender
 from proxy.state import RECORD, STATE, ProxyState
 from proxy.text_bias import TextBiasResolver

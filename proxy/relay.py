@@ -195,6 +195,12 @@ async def read_answer(answer: UpstreamResponse, limit: int, record: RequestRecor
         raise
 
 
+def invalid_answer(record: RequestRecord, message: str) -> UpstreamUnreachable:
+    """A whole answer the client cannot be given: the upstream's failure, to raise."""
+    blame_upstream(record, "invalid_response", message)
+    return UpstreamUnreachable(message, reason="invalid_response")
+
+
 async def relay_json(
     answer: UpstreamResponse,
     headers: Mapping[str, str],
@@ -214,13 +220,10 @@ async def relay_json(
         if record.capture is not None:
             record.capture.keep(raw)
     except jsonutil.JSONDecodeError as exc:
-        message = "The upstream answered with a body that is not JSON."
-        blame_upstream(record, "invalid_response", message)
-        raise UpstreamUnreachable(message, reason="invalid_response") from exc
+        raise invalid_answer(record, "The upstream answered with a body that is not JSON.") from exc
     except AnswerNotObject:
         message = "The upstream answered with JSON that is not an object."
-        blame_upstream(record, "invalid_response", message)
-        raise UpstreamUnreachable(message, reason="invalid_response") from None
+        raise invalid_answer(record, message) from None
     if legacy:
         raw = jsonutil.dumps(response_to_legacy(parsed))
     record.status = answer.status
@@ -401,8 +404,7 @@ async def relay_bridged(
             record.capture.keep(raw)
     except (jsonutil.JSONDecodeError, AnswerNotObject, UpstreamUnreachable) as exc:
         message = "The upstream answered with a body that is not a chat completion."
-        blame_upstream(record, "invalid_response", message)
-        raise UpstreamUnreachable(message, reason="invalid_response") from exc
+        raise invalid_answer(record, message) from exc
     record.status = answer.status
     return web.Response(
         body=jsonutil.dumps(translated),

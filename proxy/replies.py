@@ -9,8 +9,6 @@ import time
 from aiohttp import web
 
 from proxy.errors import SERVER_NAME, ProxyError
-
-__all__ = ["SERVER_NAME", "error_response", "hand_over"]
 from proxy.record import RequestRecord
 
 
