@@ -86,6 +86,10 @@ async def defer_expectation(request: web.Request) -> None:
     return None
 
 
+# The handler a route resolved to -> the model API it serves (any other: None).
+MODEL_APIS: dict[Handler, str] = {chat_completions: "chat", responses: "responses"}
+
+
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     """What wraps every route: an id and a record for the request, the header cap, the client
@@ -93,7 +97,11 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     itself, and the record stage for a request no pipeline recorded (`pipeline.py`).
 
     One middleware rather than one per concern: each layer costs every request a coroutine."""
-    record = RequestRecord(request_id=request_id_for(request), path=request.path)
+    record = RequestRecord(
+        request_id=request_id_for(request),
+        path=request.path,
+        api=MODEL_APIS.get(request.match_info.handler),
+    )
     request[RECORD] = record
     state = request.app[STATE]
     structlog.contextvars.bind_contextvars(request_id=record.request_id)

@@ -50,6 +50,9 @@ class RequestRecord:
     request_id: str
     path: str
     started: float = field(default_factory=time.perf_counter)
+    # The model API the client spoke (`chat`, `responses`), from the route that serves the
+    # request; None for every other path (and for a path no route serves).
+    api: str | None = None
     route: str | None = None
     variant: str | None = None
     upstream: str | None = None
@@ -94,13 +97,6 @@ class RequestRecord:
     capture: PendingCapture | None = None
     # The request's spans while tracing is on (`proxy.tracing`), ended at the record stage.
     trace: RequestTrace | None = None
-
-    @property
-    def api(self) -> str | None:
-        """The API the client spoke, by its path: `chat`, `responses`, or None (another path)."""
-        if self.path.endswith("/responses"):
-            return "responses"
-        return "chat" if self.path.endswith("/completions") else None
 
     def answered_arguments(self) -> list[tuple[str, str]]:
         streamed = [(name, "".join(parts)) for name, parts in self.streamed_calls.values()]

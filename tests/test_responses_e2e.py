@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import aiohttp
 import openai
 import pytest
 
@@ -156,6 +157,15 @@ async def test_responses_are_counted_by_api(proxy: RunningProxy) -> None:
     await client.chat.completions.create(
         model="native", messages=[{"role": "user", "content": "hi"}]
     )
+    # Paths no model route serves are no API's requests, whatever they end with.
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {CLIENT_KEY}"}) as session:
+        for method, path in [
+            ("POST", "/v1/completions"),
+            ("POST", "/v2/responses"),
+            ("GET", "/v1/chat/completions"),
+        ]:
+            async with session.request(method, proxy.url + path, json={}) as refused:
+                assert refused.status in (404, 405)
     samples = samples_of(proxy)
     assert total(samples, "tuned_proxy_api_requests_total", api="responses") == 1
     assert total(samples, "tuned_proxy_api_requests_total", api="chat") == 1
