@@ -54,6 +54,7 @@ def test_a_conversation_with_calls_and_results_becomes_input_items() -> None:
                 "name": "lookup_order",
                 "description": "d",
                 "parameters": {"type": "object"},
+                "strict": False,  # as chat meant it: a flat tool without it may be strict
             }
         ],
         "tool_choice": {"type": "function", "name": "lookup_order"},

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from proxy.eval.compare import AnsweredCall
+from proxy.rewrite.schema import flat_function_tool
 
 _RENAMED = {"max_tokens": "max_output_tokens", "max_completion_tokens": "max_output_tokens"}
 _CHAT_ONLY = frozenset({"messages", "stream_options", "n", "logprobs", "response_format"})
@@ -69,10 +70,10 @@ def _text(content: Any) -> str:
 
 
 def flat_tool(tool: dict[str, Any]) -> dict[str, Any]:
-    function = tool.get("function")
-    if tool.get("type") != "function" or not isinstance(function, dict):
+    """A chat tool as the Responses API takes it (`strict` said as chat meant it)."""
+    if tool.get("type") != "function" or not isinstance(tool.get("function"), dict):
         return tool
-    return {"type": "function", **function}
+    return flat_function_tool(tool)
 
 
 def flat_tool_choice(choice: Any) -> Any:

@@ -23,6 +23,7 @@ from proxy.app import build_app
 from proxy.config import Runtime, examples_dir, load_config
 from proxy.logs import configure_logging
 from proxy.outgoing import outgoing_request, outgoing_responses_request
+from proxy.rewrite.schema import flat_function_tool
 from proxy.routing import VARIANT_HEADER
 from proxy.server import bound_port, start_site
 
@@ -227,7 +228,7 @@ class Demo:
 def responses_tools(chat_tools: Any) -> list[dict[str, Any]]:
     """The application's chat tools as the Responses API takes them: flat, with `strict`
     said (a flat tool without it is strict, which the chat tools were not)."""
-    return [{"type": "function", "strict": False, **tool["function"]} for tool in chat_tools]
+    return [flat_function_tool(tool) for tool in chat_tools]
 
 
 def variant_comparison(rows: list[Row]) -> list[tuple[str, ...]]:
