@@ -33,12 +33,14 @@ ANSWER = json.dumps(
 ).encode()
 
 
-def answered(capture: Capture, status: int = 200, text: str = "hi") -> RequestRecord:
+def answered(
+    capture: Capture, status: int = 200, text: str = "hi", answer: bytes = ANSWER
+) -> RequestRecord:
     """A record whose answer the relay kept for the capture."""
     body = {"messages": [{"role": "user", "content": text}]}
     pending = PendingCapture(capture, body, "chat", 100)
     pending.outgoing = Outgoing(body, [], False, False)
-    pending.keep(ANSWER)
+    pending.keep(answer)
     record = RequestRecord(request_id="req", path="/v1/chat/completions", status=status)
     record.capture = pending
     return record
@@ -113,6 +115,30 @@ async def test_an_error_answer_a_gone_client_and_an_unanswered_request_are_skipp
     await writer.close()
     assert counts.seen == Counter({("chat", "skipped"): 3})
     assert not lines_in(tmp_path)
+
+
+async def test_an_answer_no_line_can_hold_is_skipped_and_the_writer_goes_on(
+    tmp_path: Path,
+) -> None:
+    # JSON nested deeper than the line writer writes (orjson reads 1024 levels, writes 254):
+    # an upstream can answer it; the captures after it must still be written.
+    nested: list[Any] = []
+    for _ in range(300):
+        nested = [nested]
+    call = {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    message = {"role": "assistant", "content": None, "tool_calls": [{**call, "x": nested}]}
+    choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
+    deep_answer = json.dumps({"choices": [choice]}).encode()
+    counts = Counts()
+    writer = CaptureWriter(counts)
+    writer.start()
+    capture = capture_spec(tmp_path)
+    writer.submit(answered(capture, text="deep", answer=deep_answer))
+    await eventually(lambda: counts.seen[("chat", "skipped")] == 1, "the deep answer skipped")
+    writer.submit(answered(capture, text="after"))
+    await writer.close()
+    assert counts.seen == Counter({("chat", "skipped"): 1, ("chat", "written"): 1})
+    assert [example["messages"][0]["content"] for example in lines_in(tmp_path)] == ["after"]
 
 
 async def test_files_rotate_by_size_hold_whole_lines_and_are_the_owners_alone(

@@ -47,7 +47,10 @@ StudentTools = tuple[Any, Any] | None
 def example_line(pending: PendingCapture, context: Context, student: StudentTools = None) -> bytes:
     """The exchange's JSONL line (newline included); raises `Uncapturable`."""
     example = build_example(pending, student)
-    line = jsonutil.dumps(example) + b"\n"
+    try:
+        line = jsonutil.dumps(example) + b"\n"
+    except TypeError as exc:  # orjson reads 1024 levels of nesting and writes 254
+        raise Uncapturable("unwritable", "the exchange nests deeper than a line holds") from exc
     problems = [
         finding.message
         for finding in check_example(example, context, size=len(line))

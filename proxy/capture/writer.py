@@ -202,6 +202,8 @@ class CaptureWriter:
                 prepared.append((pending, student_tools(pending)))
             except Uncapturable as exc:
                 self._skipped(pending, exc)
+            except Exception as exc:  # a capture must never stop the writer
+                self._skipped(pending, unexpected(exc))
         return prepared
 
     def _skipped(self, pending: PendingCapture, why: Uncapturable) -> None:
@@ -226,9 +228,10 @@ class CaptureWriter:
             spec = pending.spec
             try:
                 line = example_line(pending, self.context, student)
-            except Uncapturable as exc:
+            except Exception as exc:  # a capture must never stop the writer
+                why = exc if isinstance(exc, Uncapturable) else unexpected(exc)
                 outcomes.append((spec.route, "skipped"))
-                self._log_skip(spec.route, exc)
+                self._log_skip(spec.route, why)
                 continue
             try:
                 self._file_for(spec, len(line)).append(line)
@@ -287,3 +290,9 @@ class CaptureWriter:
         if now - self.last_logged.get(key, -LOG_EVERY_S) >= LOG_EVERY_S:
             self.last_logged[key] = now
             getattr(logger, level)(event, **fields)
+
+
+def unexpected(exc: Exception) -> Uncapturable:
+    """An exchange the example builder failed on for a reason it does not name: skipped, its
+    error type said (never its text, which may quote the exchange)."""
+    return Uncapturable("internal", f"{type(exc).__name__} while building the example")
