@@ -179,3 +179,16 @@ def test_a_replaced_policy_starts_with_its_own_memo() -> None:
     rewrite(with_shared_tools(request, ToolLists()), policy)
     assert len(policy.tool_rewrites) == 1
     assert len(dataclasses.replace(policy).tool_rewrites) == 0
+
+
+def test_a_shared_list_stripped_of_strict_is_stripped_once() -> None:
+    """An upstream without `strict`: the same shared list comes back for the same tools, its
+    text serialised once, and its removals reported on every request."""
+    policy, request, _ = load_case(CASES / "capability_ollama_levers_removed")
+    tool_lists = ToolLists()
+    first = rewrite(with_shared_tools(request, tool_lists), policy)
+    second = rewrite(with_shared_tools(request, tool_lists), policy)
+    assert type(first.body["tools"]) is jsonutil.JsonList
+    assert second.body["tools"] is first.body["tools"]
+    assert "strict_unsupported" in {change.action for change in first.changes}
+    assert second.changes == first.changes

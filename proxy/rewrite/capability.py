@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from proxy import jsonutil
+from proxy.jsonutil import JsonList
 from proxy.rewrite.fields import read_tools
 from proxy.rewrite.policy import Policy
 from proxy.rewrite.result import (
@@ -101,10 +103,32 @@ def _without_strict(body: Body, changes: list[Change], nested: bool) -> Body:
     tools = read_tools(body)
     if not tools:
         return body
+    if type(tools) is JsonList:
+        kept = _shared_without_strict(tools, changes, nested)
+    else:
+        kept = _tools_without_strict(tools, changes, nested)
+    return body if kept is tools else {**body, "tools": kept}
+
+
+def _shared_without_strict(tools: JsonList, changes: list[Change], nested: bool) -> list[Any]:
+    """`_tools_without_strict` for a shared list (the client's, or the tools step's memoized
+    outcome), decided once per list: the training definitions the policy put in come back in
+    the same shared list every request, and the result keeps its serialised text."""
+    key = "without_strict" if nested else "without_strict_flat"
+    found = tools.derived.get(key)
+    if found is None:
+        reported: list[Change] = []
+        kept = _tools_without_strict(tools, reported, nested)
+        shared = tools if kept is tools else JsonList(kept, jsonutil.dumps(kept))
+        found = tools.derived[key] = (shared, tuple(reported))
+    changes.extend(found[1])
+    return found[0]
+
+
+def _tools_without_strict(tools: list[Any], changes: list[Change], nested: bool) -> list[Any]:
+    """`tools` without their functions' `strict` (`tools` itself when none has one)."""
     kept = [_tool_without_strict(tool, changes, nested) for tool in tools]
-    if all(new is old for new, old in zip(kept, tools, strict=True)):
-        return body
-    return {**body, "tools": kept}
+    return tools if all(new is old for new, old in zip(kept, tools, strict=True)) else kept
 
 
 def _tool_without_strict(tool: Any, changes: list[Change], nested: bool) -> Any:
