@@ -39,7 +39,12 @@ async def proxy(fake_upstream: FakeUpstream, start_proxy: StartProxy) -> Running
     fake = config["upstreams"]["fake"]
     config["upstreams"]["native"] = {**fake, "kind": "openai", "responses": "native"}
     config["upstreams"]["bridge"] = {**fake, "responses": "bridge"}
-    for name in ("native", "bridge"):
+    config["upstreams"]["bridge-no-usage"] = {
+        **fake,
+        "responses": "bridge",
+        "capabilities": {"stream_usage": False},
+    }
+    for name in ("native", "bridge", "bridge-no-usage"):
         config["routes"][name] = {
             "variants": [
                 {"name": "v", "upstream": name, "model": "ft-model", "policy": "support-full"}
@@ -311,3 +316,18 @@ async def test_a_shadow_copy_of_a_responses_request_is_read_in_its_api(
     assert shadows.outcomes[("shadowed", "ok")] == 1
     teacher = next(seen for seen in fake_upstream.received if seen.body["model"] == "ft-teacher")
     assert teacher.path.endswith("/chat/completions")  # the shadow's upstream is bridged
+
+
+@pytest.mark.parametrize(("route", "asked"), [("bridge", True), ("bridge-no-usage", False)])
+async def test_a_bridged_stream_asks_for_usage_where_the_upstream_takes_it(
+    proxy: RunningProxy, fake_upstream: FakeUpstream, route: str, asked: bool
+) -> None:
+    client = proxy.client()
+    stream = await client.responses.create(model=route, input=QUESTION, stream=True)
+    events = [event async for event in stream]
+    assert events[-1].type == "response.completed"
+    (seen,) = [seen.body for seen in fake_upstream.received if seen.path.endswith("/completions")]
+    assert seen["stream"] is True
+    assert ("stream_options" in seen) is asked
+    if asked:
+        assert seen["stream_options"] == {"include_usage": True}

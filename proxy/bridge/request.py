@@ -371,7 +371,8 @@ def _response_format(given: Body) -> Body:
 
 
 def _stream_fields(body: Body) -> Body:
-    """`stream`, and the usage a streamed Response needs: the upstream is asked for it."""
+    """`stream` (the rewrite stage asks a stream for its usage, where the upstream takes
+    `stream_options`, as for any chat request)."""
     if _is_set(body.get("stream_options")):
         options = _object(body["stream_options"], "stream_options")
         _refuse_extra(options, ("include_obfuscation",), "stream_options")
@@ -380,11 +381,7 @@ def _stream_fields(body: Body) -> Body:
     stream = body.get("stream")
     if stream is None:
         return {}
-    return (
-        {"stream": True, "stream_options": {"include_usage": True}}
-        if stream is True
-        else {"stream": stream}
-    )
+    return {"stream": stream}
 
 
 # Shapes and their errors, named as OpenAI names them (`param` is the field's path).
