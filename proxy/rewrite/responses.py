@@ -20,6 +20,7 @@ from proxy.rewrite.result import (
     Body,
     Change,
 )
+from proxy.rewrite.system_prompt import prepended_in, replaced_in
 
 INSTRUCTIONS = "instructions"
 
@@ -46,10 +47,12 @@ def apply_system_prompt_to_instructions(body: Body, policy: Policy, changes: lis
         changes.append(Change(SYSTEM_PROMPT_INSERTED, INSTRUCTIONS))
         return {**body, INSTRUCTIONS: spec.text}
     if spec.mode == "replace":
-        return _replaced_item(body, items, first, spec.text, changes)
-    if spec.mode == "prepend":
-        return _prepended_item(body, items, first, spec.text, changes)
-    return body  # if_missing, and there is one
+        new_items = replaced_in(items, first, spec.text, changes, f"input[{first}]")
+    elif spec.mode == "prepend":
+        new_items = prepended_in(items, first, spec.text, changes, f"input[{first}]")
+    else:  # if_missing, and there is one
+        return body
+    return body if new_items is items else {**body, "input": new_items}
 
 
 def _on_instructions(
@@ -66,30 +69,6 @@ def _on_instructions(
         client = {"role": "developer", "content": instructions}
         return {**body, INSTRUCTIONS: text, "input": [client, *as_items(body.get("input"))]}
     return body
-
-
-def _replaced_item(
-    body: Body, items: list[Any], first: int, text: str, changes: list[Change]
-) -> Body:
-    item = items[first]
-    if item.get("content") == text:
-        return body
-    changes.append(Change(SYSTEM_PROMPT_REPLACED, f"input[{first}]"))
-    new_items = list(items)
-    new_items[first] = {**item, "content": text}  # the role stays
-    return {**body, "input": new_items}
-
-
-def _prepended_item(
-    body: Body, items: list[Any], first: int, text: str, changes: list[Change]
-) -> Body:
-    item = items[first]
-    content = item.get("content")
-    if isinstance(content, str) and content.startswith(text):
-        return body
-    changes.append(Change(SYSTEM_PROMPT_PREPENDED, f"input[{first}]"))
-    prompt = {"role": item["role"], "content": text}
-    return {**body, "input": [*items[:first], prompt, *items[first:]]}
 
 
 def input_items(body: Body) -> list[Any]:

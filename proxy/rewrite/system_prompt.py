@@ -31,9 +31,9 @@ def apply_system_prompt(body: Body, policy: Policy, changes: list[Change]) -> Bo
         new_messages = [{"role": "system", "content": spec.text}, *messages]
         changes.append(Change(SYSTEM_PROMPT_INSERTED, message_param(0)))
     elif spec.mode == "replace":
-        new_messages = _replaced(messages, first, spec.text, changes)
+        new_messages = replaced_in(messages, first, spec.text, changes, "")
     elif spec.mode == "prepend":
-        new_messages = _prepended(messages, first, spec.text, changes)
+        new_messages = prepended_in(messages, first, spec.text, changes, message_param(first))
     else:  # if_missing, and there is one
         return body
     return body if new_messages is messages else {**body, "messages": new_messages}
@@ -46,22 +46,30 @@ def _first_system_index(messages: list[Any]) -> int | None:
     return None
 
 
-def _replaced(messages: list[Any], first: int, text: str, changes: list[Change]) -> list[Any]:
+def replaced_in(
+    messages: list[Any], first: int, text: str, changes: list[Change], where: str
+) -> list[Any]:
+    """`messages` (chat's messages or Responses input items) with the system message at
+    `first` saying `text`; `where` names it in the report."""
     message = messages[first]
     if message.get("content") == text:
         return messages
-    changes.append(Change(SYSTEM_PROMPT_REPLACED))
+    changes.append(Change(SYSTEM_PROMPT_REPLACED, where))
     new_messages = list(messages)
     # The role stays: a `developer` message is what the model in front expects.
     new_messages[first] = {**message, "content": text}
     return new_messages
 
 
-def _prepended(messages: list[Any], first: int, text: str, changes: list[Change]) -> list[Any]:
+def prepended_in(
+    messages: list[Any], first: int, text: str, changes: list[Change], where: str
+) -> list[Any]:
+    """`messages` with a system message saying `text` before the one at `first`, unless that
+    one already begins with it (as a string or as its first part)."""
     message = messages[first]
     if _starts_with(message.get("content"), text):
         return messages
-    changes.append(Change(SYSTEM_PROMPT_PREPENDED, message_param(first)))
+    changes.append(Change(SYSTEM_PROMPT_PREPENDED, where))
     prompt = {"role": message["role"], "content": text}
     return [*messages[:first], prompt, *messages[first:]]
 
