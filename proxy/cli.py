@@ -239,6 +239,7 @@ def print_rewrite_summary(
     responses: bool,
 ) -> None:
     from proxy import jsonutil
+    from proxy.rewrite.result import TOOL_DRIFT_UNDONE
 
     before, after = len(jsonutil.dumps(body)), len(jsonutil.dumps(result.body))
     api = ""
@@ -254,7 +255,7 @@ def print_rewrite_summary(
     )
     for change in result.changes:
         removed = f" (-{change.bytes_removed} B)" if change.bytes_removed else ""
-        found = drift.get(change.detail) if change.action == "tool_drift_undone" else None
+        found = drift.get(change.detail) if change.action == TOOL_DRIFT_UNDONE else None
         what = f": {'; '.join(found)}" if found else ""
         print(f"  {change.action} {change.detail}{removed}{what}".rstrip(), file=sys.stderr)
 

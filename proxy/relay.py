@@ -402,7 +402,9 @@ async def relay_bridged(
         translated = chat_to_response(completion, outgoing.bridged_from, ids)
         if record.capture is not None:
             record.capture.keep(raw)
-    except (jsonutil.JSONDecodeError, AnswerNotObject, UpstreamUnreachable) as exc:
+    except UpstreamUnreachable as exc:  # the translation says what the completion lacks
+        raise invalid_answer(record, exc.message) from exc
+    except (jsonutil.JSONDecodeError, AnswerNotObject) as exc:
         message = "The upstream answered with a body that is not a chat completion."
         raise invalid_answer(record, message) from exc
     record.status = answer.status

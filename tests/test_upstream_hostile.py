@@ -217,6 +217,21 @@ async def test_a_bridged_stream_error_event_quoting_the_key_is_redacted(
     assert b"[REDACTED] over quota" in outcome.body
 
 
+async def test_a_bridged_answer_that_is_no_completion_says_what_it_lacks(
+    serve: Callable[[Handler], Awaitable[Server]], start_proxy: StartProxy
+) -> None:
+    upstream = await serve(always(lambda: web.json_response({"object": "x", "choices": []})))
+    bridged = {**hostile("openai", upstream.url), "kind": "compatible", "responses": "bridge"}
+    config = fault_config(
+        upstream.url, upstreams={"hostile": bridged}, routes={"chat": ("hostile", "m")}
+    )
+    proxy: RunningProxy = await start_proxy(config)
+    outcome = await exchange(proxy.url, {"model": "chat", "input": "hello"}, path=RESPONSES)
+    assert outcome.status == 502
+    message = json.loads(outcome.body)["error"]["message"]
+    assert message == "The upstream answered with no choices, not a chat completion."
+
+
 def always(make: Callable[[], web.StreamResponse]) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         return make()
