@@ -167,6 +167,20 @@ def test_the_capture_policy_serves_the_tools_the_example_carries() -> None:
     assert example["parallel_tool_calls"] == served["parallel_tool_calls"]
 
 
+def test_redaction_leaves_the_capture_policys_tools_as_trained() -> None:
+    """A pattern that matches a word of a training description changes the conversation only:
+    the student's tools stay byte for byte what serving will send."""
+    slim = load_policy(POLICIES / "support-slim.yaml", "support-slim")
+    body = {"messages": [USER], "tools": TOOLS}
+    answer = completion({"role": "assistant", **_calls()}, "tool_calls")
+    word = re.compile(r"(?i)\border\b")
+    captured = pending(body, [answer], capture=capture_spec(policy=slim, redact=(word,)))
+    example = build_example(captured, student_tools(captured))
+    assert example["tools"] == rewrite(body, slim).body["tools"]
+    assert "order" in json.dumps(example["tools"]).lower()
+    assert "[REDACTED]" in example["messages"][0]["content"]
+
+
 @pytest.mark.parametrize(
     ("answer", "reason"),
     [

@@ -8,7 +8,9 @@
 - `tools` and `parallel_tool_calls`: as the capture's policy (the student's) serves the
   client's request, so that training and serving match byte for byte; without a capture
   policy, as the model was sent them.
-- `redact` patterns replace each match in every string with `[REDACTED]`.
+- `redact` patterns replace each match in every string of the conversation with `[REDACTED]`,
+  and in the tools when they are the ones sent (the client's, maybe); the capture policy's
+  tools stay as its training definitions are.
 - The example must pass `training check`'s rules; one that does not is no example.
 """
 
@@ -76,16 +78,19 @@ def build_example(pending: PendingCapture, student: StudentTools = None) -> dict
         answer = answer_from_chunks(pending.answer)
     else:
         answer = answer_from_completion(_json_object(b"".join(pending.answer)))
-    example: dict[str, Any] = {"messages": [*map(training_message, messages), answer]}
+    patterns = pending.spec.redact
+    conversation = [*map(training_message, messages), answer]
+    example: dict[str, Any] = {"messages": redact(conversation, patterns)}
     tools, parallel = student if student is not None else _sent_tools(served)
     if parallel is None:
         parallel = served.get("parallel_tool_calls")
     if tools:
-        example["tools"] = tools
+        # The capture policy's tools are the operator's training definitions, kept byte for
+        # byte; the tools as sent may be the client's own, and are redacted like the rest.
+        example["tools"] = tools if student is not None else redact(tools, patterns)
         if isinstance(parallel, bool):
             example["parallel_tool_calls"] = parallel
-    redacted: dict[str, Any] = redact(example, pending.spec.redact)
-    return redacted
+    return example
 
 
 def _as_chat(body: dict[str, Any]) -> dict[str, Any]:
