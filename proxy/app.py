@@ -273,9 +273,8 @@ def build_app(
 
     async def upstream_session(app: web.Application) -> AsyncIterator[None]:
         await upstreams.start()
-        state.text_bias.start(state.runtime, state.replace_runtime)
         state.capture.start()
-        state.use_tracing(state.runtime.config.tracing)
+        state.serve(state.runtime)
         yield
         state.text_bias.stop()
         await state.capture.close()  # what was captured before SIGTERM is written

@@ -44,10 +44,8 @@ def reload_config(state: ProxyState, path: Path) -> bool:
         )
         state.count_reload("error")
         return False
-    previous, state.runtime = state.runtime, runtime
-    state.text_bias.start(runtime, state.replace_runtime)
-    state.capture.reconfigure(runtime.config.server)
-    state.use_tracing(runtime.config.tracing)
+    previous = state.runtime
+    state.serve(runtime)
     logger.info("config reloaded", config=str(path), routes=sorted(runtime.routes))
     state.count_reload("ok")
     warn_about(previous, runtime)

@@ -60,6 +60,15 @@ class ProxyState:
     id_prefix: str = field(default_factory=lambda: secrets.token_hex(8))
     id_counter: Iterator[int] = field(default_factory=itertools.count)
 
+    def serve(self, runtime: Runtime) -> None:
+        """Serve `runtime` from the next request on, with everything that follows a config:
+        its text biases resolved, the capture writer's limits, tracing. At start and on reload
+        alike, so that a reload can never skip what start does."""
+        self.runtime = runtime
+        self.text_bias.start(runtime, self.replace_runtime)
+        self.capture.reconfigure(runtime.config.server)
+        self.use_tracing(runtime.config.tracing)
+
     def replace_runtime(self, old: Runtime, new: Runtime) -> bool:
         """Serve `new` in place of `old`, if `old` still serves (a resolution done in the
         background must not undo a reload that came meanwhile)."""
