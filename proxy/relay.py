@@ -32,7 +32,14 @@ from proxy.outgoing import Outgoing
 from proxy.record import RequestRecord
 from proxy.rewrite.legacy import chunk_to_legacy, response_to_legacy
 from proxy.rewrite.result import Change, inserted_message
-from proxy.sse import DONE, EventSplitter, EventTooLarge, event_data, format_event
+from proxy.sse import (
+    DONE,
+    EventSplitter,
+    EventTooLarge,
+    event_data,
+    format_event,
+    is_error_event,
+)
 from proxy.upstream import UpstreamResponse
 
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
@@ -468,20 +475,6 @@ def responses_error_event(error: ProxyError, sequence: int) -> bytes:
         "error": body,
     }
     return b"event: error\ndata: " + jsonutil.dumps(event) + b"\n\n"
-
-
-def is_error_event(data: bytes) -> bool:
-    """Whether a chat stream event is an `{"error": …}` event: at once when it starts so (as
-    OpenAI writes it), else parsed when the key is in it at all (other spacing or key order)."""
-    if data.startswith(b'{"error"'):
-        return True
-    if b'"error"' not in data:
-        return False
-    try:
-        value = jsonutil.loads(data)
-    except jsonutil.JSONDecodeError:
-        return False
-    return isinstance(value, dict) and "error" in value
 
 
 def _unchanged(data: bytes) -> bytes:

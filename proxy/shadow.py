@@ -10,7 +10,6 @@ can be compared.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from proxy.observe import (
 )
 from proxy.outgoing import Prepare, outgoing_request
 from proxy.record import RequestRecord
-from proxy.sse import EventSplitter, event_data
+from proxy.sse import DONE, EventSplitter, event_data, is_error_event
 from proxy.tracing_attributes import shadow_attributes
 from proxy.upstream import Upstreams
 
@@ -113,6 +112,7 @@ class ShadowSender:
         record = RequestRecord(request_id=request_id, path="shadow")
         record.keeps_arguments = comparison is not None
         outcome = "error"
+        whole = False  # the answer came whole: something to compare
         span = None
         rewrite: list[str] = []
         try:
@@ -135,7 +135,7 @@ class ShadowSender:
                 await answer.close()
             if answer.status < 400:
                 streamed = outgoing.body.get("stream") is True
-                _observe_answer(record, raw, streamed, outgoing.api)
+                whole = _observe_answer(record, raw, streamed, outgoing.api)
                 outcome = "ok"
         except asyncio.CancelledError:
             outcome = "cancelled"
@@ -148,7 +148,7 @@ class ShadowSender:
         finally:
             self._count(route, outcome)
             if comparison is not None and outcome != "cancelled":
-                comparison.shadow_answer(record if outcome == "ok" else None)
+                comparison.shadow_answer(record if whole else None)
             if span is not None:
                 span.finish(shadow_attributes(record, route, outcome))
             logger.info(
@@ -168,17 +168,29 @@ class ShadowSender:
             )
 
 
-def _observe_answer(record: RequestRecord, raw: bytes, streamed: bool, api: str) -> None:
+def _observe_answer(record: RequestRecord, raw: bytes, streamed: bool, api: str) -> bool:
     """Read the shadow's answer for the comparison (a whole body: nothing waits on it), in
-    the wire format of the API it was sent to."""
+    the wire format of the API it was sent to; whether it came whole (JSON that parses, or a
+    stream that reached its end without an error event), and so can be compared."""
     responses = api == "responses"
     if not streamed:
-        # An answer that is not a JSON object reports nothing.
-        with contextlib.suppress(jsonutil.JSONDecodeError, AnswerNotObject):
+        try:
             (observe_response_json if responses else observe_completion_json)(record, raw)
-        return
+        except (jsonutil.JSONDecodeError, AnswerNotObject):
+            return False
+        return True
+    ended = False
     for event in EventSplitter(max_event_bytes=len(raw) + 1).feed(raw + b"\n\n"):
         data = event_data(event)
-        if data is not None:
-            (note_response_event if responses else note_chunk_data)(record, data)
+        if data is None:
+            continue
+        if responses:
+            ended = note_response_event(record, data) or ended
+        elif data.startswith(DONE):
+            ended = True
+        elif is_error_event(data):
+            return False
+        else:
+            note_chunk_data(record, data)
     (observe_response_events if responses else observe_noted_chunks)(record)
+    return ended and "failed" not in record.finish_reasons  # a Response that failed is none

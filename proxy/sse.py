@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from proxy import jsonutil
+
 # An event ends at a blank line; servers use LF, CRLF or (rarely) CR line endings.
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 DONE = b"[DONE]"
@@ -77,3 +79,17 @@ def event_data(event: bytes) -> bytes | None:
 def format_event(data: bytes) -> bytes:
     """One `data:` event in OpenAI's framing."""
     return b"data: " + data + b"\n\n"
+
+
+def is_error_event(data: bytes) -> bool:
+    """Whether a chat stream event is an `{"error": …}` event: at once when it starts so (as
+    OpenAI writes it), else parsed when the key is in it at all (other spacing or key order)."""
+    if data.startswith(b'{"error"'):
+        return True
+    if b'"error"' not in data:
+        return False
+    try:
+        value = jsonutil.loads(data)
+    except jsonutil.JSONDecodeError:
+        return False
+    return isinstance(value, dict) and "error" in value

@@ -130,6 +130,33 @@ async def test_a_comparing_shadow_counts_its_agreement_with_the_served_answer(
     assert total(samples_of(proxy), AGREEMENT, route="chat", outcome=outcome) == 1
 
 
+@pytest.mark.parametrize(
+    ("model", "stream"),
+    [("ft-stream-error", True), ("ft-bad-json", False), ("ft-malformed-json", False)],
+)
+async def test_a_shadow_answer_that_is_not_whole_is_compared_as_an_error(
+    fake_upstream: FakeUpstream, start_proxy: StartProxy, model: str, stream: bool
+) -> None:
+    """A shadow's 200 that breaks (an error event in its stream, a body that is not JSON) is
+    no answer to agree or disagree with."""
+    spec = {"upstream": "fake", "model": model, "sample": 1.0, "compare": "tool_calls"}
+    proxy = await start_proxy(basic_config(fake_upstream.url, shadow=spec))
+    client = proxy.client()
+    messages: Any = [{"role": "user", "content": QUESTION}]
+    if stream:
+        chunks = await client.chat.completions.create(
+            model="chat", messages=messages, stream=True, tools=TOOLS
+        )
+        async for _ in chunks:
+            pass
+    else:
+        await client.chat.completions.create(model="chat", messages=messages, tools=TOOLS)
+    await eventually(
+        lambda: total(samples_of(proxy), AGREEMENT, route="chat") == 1, "one comparison counted"
+    )
+    assert total(samples_of(proxy), AGREEMENT, route="chat", outcome="error") == 1
+
+
 async def test_a_shadow_without_compare_counts_no_agreement(
     fake_upstream: FakeUpstream, start_proxy: StartProxy
 ) -> None:
