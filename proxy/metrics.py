@@ -69,7 +69,7 @@ from proxy.exposition import (
     HistogramFamily,
     LazyHistograms,
 )
-from proxy.record import Attempt, RequestRecord
+from proxy.record import Attempt, RequestRecord, token_count
 from proxy.rewrite import ACTIONS
 
 PREFIX = "tuned_proxy_"
@@ -315,25 +315,15 @@ def _observe_answer(series: _VariantSeries, record: RequestRecord) -> None:
 
 
 def _observe_usage(tokens: Counts, usage: dict[str, Any]) -> None:
-    prompt = _token_count(usage.get("prompt_tokens"))
+    prompt = token_count(usage.get("prompt_tokens"))
     if prompt is not None:
         tokens["prompt"] += prompt
-    completion = _token_count(usage.get("completion_tokens"))
+    completion = token_count(usage.get("completion_tokens"))
     if completion is not None:
         tokens["completion"] += completion
     details = usage.get("prompt_tokens_details")
     # `usage` is parsed JSON, so an object is a dict (an ABC check costs several times more).
     if isinstance(details, dict):
-        cached = _token_count(details.get("cached_tokens"))
+        cached = token_count(details.get("cached_tokens"))
         if cached is not None:
             tokens["cached"] += cached
-
-
-def _token_count(value: Any) -> int | None:
-    """A usage number as the upstream reported it; None when it is absent or not a count.
-
-    Parsed JSON has exact ints; `type(...) is int` also refuses `true`, which is a Python bool.
-    """
-    if type(value) is int and value >= 0:
-        return value
-    return None

@@ -114,13 +114,21 @@ def _ms(seconds: float) -> float:
 
 
 def _token_counts(usage: dict[str, Any]) -> dict[str, int]:
-    """The usage's prompt and completion counts, where the upstream gave them as integers."""
+    """The usage's prompt and completion counts, where the upstream gave them as counts."""
     counts = {}
     for key in ("prompt_tokens", "completion_tokens"):
-        value = usage.get(key)
-        if isinstance(value, int):
+        value = token_count(usage.get(key))
+        if value is not None:
             counts[key] = value
     return counts
+
+
+def token_count(value: Any) -> int | None:
+    """A usage number as the upstream reported it; None when it is absent or not a count.
+
+    Parsed JSON has exact ints; `type(...) is int` also refuses `true`, which is a Python bool.
+    """
+    return value if type(value) is int and value >= 0 else None
 
 
 # A log line names at most this many answered calls: an upstream can answer any number.

@@ -10,12 +10,10 @@ load the OpenTelemetry SDK.
 
 from __future__ import annotations
 
-from typing import Any
-
 import structlog
 
 from proxy.errors import echo
-from proxy.record import Attempt, RequestRecord, logged_names
+from proxy.record import Attempt, RequestRecord, logged_names, token_count
 
 logger = structlog.get_logger("tuned_proxy.tracing")
 
@@ -99,8 +97,8 @@ def answer_attributes(record: RequestRecord) -> Attributes:
     if record.response_model:
         attributes["gen_ai.response.model"] = echo(record.response_model)
     usage = record.usage or {}
-    _put(attributes, "gen_ai.usage.input_tokens", _count(usage.get("prompt_tokens")))
-    _put(attributes, "gen_ai.usage.output_tokens", _count(usage.get("completion_tokens")))
+    _put(attributes, "gen_ai.usage.input_tokens", token_count(usage.get("prompt_tokens")))
+    _put(attributes, "gen_ai.usage.output_tokens", token_count(usage.get("completion_tokens")))
     if record.finish_reasons:
         attributes["gen_ai.response.finish_reasons"] = logged_names(record.finish_reasons)
     if record.tool_calls:
@@ -135,8 +133,3 @@ def shadow_attributes(record: RequestRecord, route: str, outcome: str) -> Attrib
 def _put(attributes: Attributes, key: str, value: Value | None) -> None:
     if value is not None:
         attributes[key] = value
-
-
-def _count(value: Any) -> int | None:
-    """A token count as the upstream reported it; None when absent or not a count."""
-    return value if type(value) is int and value >= 0 else None
