@@ -3,6 +3,7 @@ flush on close. The requests are records as the record stage hands them over."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import stat
 from collections import Counter
@@ -139,6 +140,24 @@ async def test_an_answer_no_line_can_hold_is_skipped_and_the_writer_goes_on(
     await writer.close()
     assert counts.seen == Counter({("chat", "skipped"): 1, ("chat", "written"): 1})
     assert [example["messages"][0]["content"] for example in lines_in(tmp_path)] == ["after"]
+
+
+async def test_a_close_out_of_time_accounts_for_every_capture_and_leaves_whole_lines(
+    tmp_path: Path,
+) -> None:
+    counts = Counts()
+    writer = CaptureWriter(counts, max_queued=2000)
+    writer.start()
+    capture = capture_spec(tmp_path)
+    for index in range(1500):
+        writer.submit(answered(capture, text=f"q{index}"))
+    await asyncio.sleep(0)  # the writer takes its first batch to its thread
+    await writer.close(timeout_s=0)
+    assert sum(counts.seen.values()) == 1500
+    assert set(counts.seen) <= {("chat", "written"), ("chat", "dropped")}
+    assert counts.seen[("chat", "dropped")] > 0
+    assert len(lines_in(tmp_path)) == counts.seen[("chat", "written")]  # whole lines only
+    assert writer.files == {}
 
 
 async def test_files_rotate_by_size_hold_whole_lines_and_are_the_owners_alone(

@@ -92,6 +92,9 @@ class CaptureWriter:
         self.task: asyncio.Task[None] | None = None
         self.wakeup = asyncio.Event()
         self.closing = False
+        # Set when close runs out of time: the worker thread stops before its next line (it
+        # cannot be cancelled), and the files are closed only once it has.
+        self.abandoned = False
         self.reopen_files = False
         self.last_logged: dict[str, float] = {}
 
@@ -156,7 +159,7 @@ class CaptureWriter:
             try:
                 await asyncio.wait_for(asyncio.shield(self.task), timeout_s)
             except TimeoutError:
-                self.task.cancel()
+                self.abandoned = True
                 await asyncio.gather(self.task, return_exceptions=True)
         while self.queue:
             self.on_outcome(self.queue.popleft().spec.route, "dropped")
@@ -172,7 +175,7 @@ class CaptureWriter:
     # ------------------------------------------------------------------ the writer's side
 
     async def _run(self) -> None:
-        while True:
+        while not self.abandoned:
             if not self.queue:
                 if self.closing:
                     return
@@ -224,7 +227,10 @@ class CaptureWriter:
         """Build each example and append its line to its capture's file (in a worker thread):
         the outcomes, counted back on the loop's thread."""
         outcomes = []
-        for pending, student in prepared:
+        for index, (pending, student) in enumerate(prepared):
+            if self.abandoned:
+                outcomes += [(left.spec.route, "dropped") for left, _ in prepared[index:]]
+                break
             spec = pending.spec
             try:
                 line = example_line(pending, self.context, student)
