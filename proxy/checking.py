@@ -130,8 +130,7 @@ def warnings(runtime: Runtime) -> list[str]:
     for route in runtime.routes.values():
         found += _split_warnings(route)
         # The shadow too: it is often the new server being tried, where a lever may be missing.
-        shadow = (route.shadow,) if route.shadow is not None else ()
-        for target in (*route.variants, *route.fallback, *shadow):
+        for target in route.targets:
             found += _lever_warnings(route, target)
             found += _slim_warnings(route, target)
     return list(dict.fromkeys(found))  # one of each, in order

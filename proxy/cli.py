@@ -130,8 +130,7 @@ def find_target(route: Route, name: str | None) -> Target | None:
     """A route's variant, fallback target or shadow by name; the first variant by default."""
     if name is None:
         return route.variants[0]
-    targets = [*route.variants, *route.fallback, *([route.shadow] if route.shadow else [])]
-    return next((t for t in targets if t.name == name), None)
+    return next((t for t in route.targets if t.name == name), None)
 
 
 def cmd_rewrite(args: argparse.Namespace) -> int:

@@ -333,6 +333,12 @@ class Route:
     def variant(self, name: str) -> Target | None:
         return next((v for v in self.variants if v.name == name), None)
 
+    @property
+    def targets(self) -> tuple[Target, ...]:
+        """Every target the route may send to: its variants, its fallbacks, its shadow."""
+        shadow = (self.shadow,) if self.shadow is not None else ()
+        return (*self.variants, *self.fallback, *shadow)
+
 
 @dataclass(frozen=True)
 class Runtime:

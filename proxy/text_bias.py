@@ -14,12 +14,12 @@ is asked again, less and less often, until it does or the config is replaced.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import structlog
 
-from proxy.config import Route, Runtime, Target
+from proxy.config import Runtime, Target
 from proxy.errors import UpstreamFailure
 from proxy.upstream import Upstreams
 
@@ -41,21 +41,18 @@ class Resolution:
 
 
 def text_targets(runtime: Runtime) -> list[Target]:
-    """The targets whose policy biases by text, each once."""
-    found: dict[int, Target] = {}
-    for route in runtime.routes.values():
-        for target in _targets_of(route):
-            bias = target.policy.spec.logit_bias
-            if bias is not None and bias.text:
-                found.setdefault(id(target), target)
-    return list(found.values())
+    """The targets whose policy biases by text."""
+    return [
+        target
+        for route in runtime.routes.values()
+        for target in route.targets
+        if _biases_by_text(target)
+    ]
 
 
-def _targets_of(route: Route) -> Iterable[Target]:
-    yield from route.variants
-    yield from route.fallback
-    if route.shadow is not None:
-        yield route.shadow
+def _biases_by_text(target: Target) -> bool:
+    bias = target.policy.spec.logit_bias
+    return bias is not None and bool(bias.text)
 
 
 async def resolve(upstreams: Upstreams, targets: list[Target]) -> Resolution:
