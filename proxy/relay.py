@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from proxy import jsonutil
-from proxy.bridge import ResponseIds, StreamTranslator, chat_to_response
+from proxy.bridge import ResponseIds, StreamTranslator, chat_to_response, error_event_fields
 from proxy.errors import SERVER_NAME, ProxyError, UpstreamFailure, UpstreamUnreachable
 from proxy.forward import Sent
 from proxy.observe import (
@@ -462,18 +462,8 @@ class BridgedStreamRelay(StreamRelay):
 
 
 def responses_error_event(error: ProxyError, sequence: int) -> bytes:
-    """An `error` event of a Responses stream: the fields of the SDK's `ResponseErrorEvent`,
-    and the error object under `error` too, which is what makes the SDK raise `APIError`
-    (and what OpenAI's own stream sends)."""
-    body = error.body()["error"]
-    event = {
-        "type": "error",
-        "code": body["code"],
-        "message": body["message"],
-        "param": body["param"],
-        "sequence_number": sequence,
-        "error": body,
-    }
+    """An `error` event of a Responses stream, numbered `sequence`."""
+    event = {"type": "error", "sequence_number": sequence, **error_event_fields(error)}
     return b"event: error\ndata: " + jsonutil.dumps(event) + b"\n\n"
 
 

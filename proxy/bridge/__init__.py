@@ -59,15 +59,14 @@ function of its inputs: `resp_<seed>`, and per output index `msg_<seed>_<n>` or
 `fc_<seed>_<n>` (see `ResponseIds`).
 """
 
-from proxy.bridge.answer import ResponseIds, chat_to_response, response_object, response_usage
+from proxy.bridge.answer import ResponseIds, chat_to_response
 from proxy.bridge.request import responses_to_chat
-from proxy.bridge.stream import StreamTranslator
+from proxy.bridge.stream import StreamTranslator, error_event_fields
 
 __all__ = [
     "ResponseIds",
     "StreamTranslator",
     "chat_to_response",
-    "response_object",
-    "response_usage",
+    "error_event_fields",
     "responses_to_chat",
 ]

@@ -276,14 +276,20 @@ class StreamTranslator:
     def _error(self, error: ProxyError) -> bytes:
         self.finished = True
         self.error = error
-        fields = {"code": error.code, "message": error.message, "param": error.param}
-        # The error object under `error` too: what makes the SDK raise `APIError`.
-        return self._event("error", {**fields, "error": error.body()["error"]})
+        return self._event("error", error_event_fields(error))
 
     def _event(self, kind: str, fields: Body) -> bytes:
         payload = {"type": kind, "sequence_number": self._sequence, **fields}
         self._sequence += 1
         return b"event: " + kind.encode() + b"\ndata: " + jsonutil.dumps(payload) + b"\n\n"
+
+
+def error_event_fields(error: ProxyError) -> Body:
+    """An `error` event's fields but its type and number: those of the SDK's
+    `ResponseErrorEvent`, and the error object under `error` too, which is what makes the SDK
+    raise `APIError` (and what OpenAI's own stream sends)."""
+    body = error.body()["error"]
+    return {"code": body["code"], "message": body["message"], "param": body["param"], "error": body}
 
 
 def _located(message: _OpenMessage) -> Body:
