@@ -37,7 +37,7 @@ def test_a_served_request_says_what_was_asked_done_and_answered() -> None:
 
 
 def test_a_request_refused_before_routing_says_only_its_status() -> None:
-    record = RequestRecord(request_id="req_1", path="/v1/responses", status=400)
+    record = RequestRecord(request_id="req_1", path="/v1/responses", api="responses", status=400)
     assert request_attributes(record) == {
         "http.response.status_code": 400,
         "tuned_proxy.api": "responses",

@@ -19,6 +19,7 @@ def routed_record(**fields: Any) -> RequestRecord:
     record = RequestRecord(
         request_id="req_test",
         path="/v1/chat/completions",
+        api="chat",  # as the middleware sets it for the chat route
         route=ROUTE,
         variant=VARIANT,
         upstream="azure-east",
