@@ -173,18 +173,20 @@ async def test_an_upstream_error_quoting_the_key_is_redacted(
     assert "[REDACTED]" in json.loads(outcome.body)["error"]["message"]
 
 
+async def stream_quoting_the_key(request: web.Request) -> web.StreamResponse:
+    """A stream whose one event is an error that quotes the upstream key."""
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    error = {"error": {"message": f"key {UPSTREAM_KEY} over quota", "code": "quota"}}
+    await response.write(b"data: " + json.dumps(error).encode() + b"\n\n")
+    await response.write_eof()
+    return response
+
+
 async def test_a_stream_error_event_quoting_the_key_is_redacted(
     serve: Callable[[Handler], Awaitable[Server]], start_proxy: StartProxy
 ) -> None:
-    async def quoting(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        error = {"error": {"message": f"key {UPSTREAM_KEY} over quota", "code": "quota"}}
-        await response.write(b"data: " + json.dumps(error).encode() + b"\n\n")
-        await response.write_eof()
-        return response
-
-    upstream = await serve(quoting)
+    upstream = await serve(stream_quoting_the_key)
     proxy: RunningProxy = await start_proxy(config_for("openai", upstream.url))
     outcome = await exchange(proxy.url, {"model": "chat", "messages": MESSAGES, "stream": True})
     assert outcome.status == 200
@@ -195,15 +197,7 @@ async def test_a_stream_error_event_quoting_the_key_is_redacted(
 async def test_a_bridged_stream_error_event_quoting_the_key_is_redacted(
     serve: Callable[[Handler], Awaitable[Server]], start_proxy: StartProxy
 ) -> None:
-    async def quoting(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        error = {"error": {"message": f"key {UPSTREAM_KEY} over quota", "code": "quota"}}
-        await response.write(b"data: " + json.dumps(error).encode() + b"\n\n")
-        await response.write_eof()
-        return response
-
-    upstream = await serve(quoting)
+    upstream = await serve(stream_quoting_the_key)
     bridged = {**hostile("openai", upstream.url), "kind": "compatible", "responses": "bridge"}
     config = fault_config(
         upstream.url, upstreams={"hostile": bridged}, routes={"chat": ("hostile", "m")}
